@@ -1,0 +1,6 @@
+"""Musical analysis of MIDI bytes: tempo, key, drums, chords and MPC category (pure code)."""
+
+from .analyze import analyze_bytes
+from .model import Analysis, AnalysisError
+
+__all__ = ["Analysis", "AnalysisError", "analyze_bytes"]

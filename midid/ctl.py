@@ -1,0 +1,302 @@
+"""`midictl`: the command line. A thin layer: every command calls the functions the daemon uses.
+
+Queries read the database directly; commands that change the library go to the daemon over its
+control socket when it runs (it is the only writer), and run in this process when it does not.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .config import CATEGORIES, Config, ConfigError, find_config_file, get_value, load_config, set_value, unset_value
+
+log = logging.getLogger(__name__)
+err_console = Console(stderr=True)
+
+
+class Fatal(click.ClickException):
+    """A run that cannot proceed; the message says what to do. Exit code 2."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"midictl: {self.message}", err=True)
+
+
+def _config(ctx: click.Context) -> Config:
+    try:
+        return load_config(ctx.obj.get("config"))
+    except ConfigError as exc:
+        raise Fatal(str(exc)) from None
+
+
+def _emit_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, separators=(",", ":"), default=str))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Config file (else $MIDID_CONFIG, /etc/midid/midid.toml, ~/.config/midid/midid.toml).")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.version_option(__version__, prog_name="midictl")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, verbose: int) -> None:
+    """Manage a midid MIDI library: import, search, analyse, export to an MPC/Force."""
+    logging.basicConfig(level=logging.WARNING - 10 * min(verbose, 2), format="%(levelname)s %(name)s: %(message)s")
+    ctx.ensure_object(dict)
+    ctx.obj["config"] = config_path
+
+
+# ---- import ------------------------------------------------------------------------------
+
+
+@cli.command("import")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object (last line).")
+@click.option("--no-wait", is_flag=True, help="With a running daemon: hand the paths over and return at once.")
+@click.option("--local", is_flag=True, help="Run in this process even when a daemon is running (needs the library lock).")
+@click.pass_context
+def import_cmd(ctx: click.Context, paths: tuple[str, ...], as_json: bool, no_wait: bool, local: bool) -> None:
+    """Import files, folders and archives into the library, then split and analyse them."""
+    cfg = _config(ctx)
+    from .runjob import ImportJobError, daemon_import, run_import
+
+    resolved = [str(Path(p).resolve()) for p in paths]
+    try:
+        summary = None if local else daemon_import(cfg, resolved, wait=not no_wait, show_progress=_tty() and not as_json)
+        if summary is None:
+            summary = run_import(cfg, resolved, show_progress=_tty() and not as_json)
+    except ImportJobError as exc:
+        raise Fatal(str(exc)) from None
+    if as_json:
+        _emit_json(summary)
+    else:
+        _print_import_summary(summary)
+
+
+def _tty() -> bool:
+    return sys.stderr.isatty()
+
+
+def _print_import_summary(s: dict[str, Any]) -> None:
+    console = Console()
+    if s.get("queued"):
+        console.print(f"handed {len(s.get('paths', []))} path(s) to the daemon; follow with `midictl status`")
+        return
+    console.print(
+        f"seen {s['seen']:,}  imported {s['imported']:,}  duplicates {s['duplicates']:,}  "
+        f"skipped {s['skipped']:,}  errors {s['errors']:,}  in {s['elapsed_s']:.1f} s"
+    )
+    if "analysed" in s:
+        console.print(f"split into {s['split_parts']:,} part(s); analysed {s['analysed']:,}, "
+                      f"{s['analysis_errors']:,} analysis error(s)")
+    for failure in s["failed"][:50]:
+        console.print(f"  [red]failed[/red] {failure['path']}: {failure['error']}", highlight=False)
+    if len(s["failed"]) > 50:
+        console.print(f"  … and {len(s['failed']) - 50} more (see `midictl status`)")
+
+
+# ---- analyze -----------------------------------------------------------------------------
+
+
+@cli.command("analyze")
+@click.argument("files", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per input, one per line, in input order.")
+def analyze_cmd(files: tuple[str, ...], as_json: bool) -> None:
+    """Analyse MIDI files directly (no library, no database writes)."""
+    from .analysis.report import analyze_paths, render_table
+
+    rows = analyze_paths(files)
+    if as_json:
+        out = sys.stdout
+        for row in rows:
+            out.write(json.dumps(row, separators=(",", ":")) + "\n")
+        out.flush()
+        return
+    Console().print(render_table(list(rows)))
+
+
+# ---- status, find, stats -----------------------------------------------------------------
+
+
+@cli.command("status")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def status_cmd(ctx: click.Context, as_json: bool) -> None:
+    """What the daemon is doing, per-stage progress, sources, devices and the latest errors."""
+    from .status import collect_status, render_status
+
+    status = collect_status(_config(ctx))
+    if as_json:
+        _emit_json(status)
+    else:
+        render_status(status, Console())
+
+
+def _open_readonly(cfg: Config):  # type: ignore[no-untyped-def]
+    from .db import Library
+
+    try:
+        return Library(cfg.database_path, readonly=True)
+    except FileNotFoundError as exc:
+        raise Fatal(str(exc)) from None
+
+
+@cli.command("find")
+@click.option("--bpm", help="120 or a range 118-122")
+@click.option("--key", help="Am, C, F#m, 'D minor'")
+@click.option("--category", type=click.Choice(CATEGORIES))
+@click.option("--tag", "tags", multiple=True, help="a tag (repeat for all of several)")
+@click.option("--text", help="words in the name, pack, path or tags")
+@click.option("--limit", type=click.IntRange(1, 100_000), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="JSON lines")
+@click.pass_context
+def find_cmd(ctx: click.Context, bpm: str | None, key: str | None, category: str | None, tags: tuple[str, ...],
+             text: str | None, limit: int, as_json: bool) -> None:
+    """Search the library."""
+    from .search import FindQuery, QueryError, find
+
+    lib = _open_readonly(_config(ctx))
+    try:
+        rows = find(lib, FindQuery(bpm=bpm, key=key, category=category, tags=tags, text=text, limit=limit))
+    except QueryError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if as_json:
+        for row in rows:
+            _emit_json(row)
+        return
+    table = Table("path", "bpm", "key", "category", "tags", box=None)
+    for row in rows:
+        table.add_row(row["path"], f"{row['bpm']:.1f}" if row["bpm"] else "", row["key"] or "",
+                      row["category"] or "", ", ".join(row["tags"][:4]))
+    Console().print(table)
+    if not rows:
+        err_console.print("no matching files")
+
+
+@cli.command("stats")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def stats_cmd(ctx: click.Context, as_json: bool) -> None:
+    """Library overview: files, duplicates saved, categories, BPM and key histograms."""
+    from .search import stats
+
+    data = stats(_open_readonly(_config(ctx)))
+    if as_json:
+        _emit_json(data)
+        return
+    console = Console()
+    console.print(f"[bold]{data['files']:,}[/bold] files ({data['bytes'] / 1e6:,.1f} MB), "
+                  f"{data['parts']:,} split parts, {data['duplicates']:,} duplicates not stored "
+                  f"({data['duplicate_bytes_saved'] / 1e6:,.1f} MB saved)")
+    for title, hist in (("category", data["categories"]), ("bpm", data["bpm"]), ("key", data["keys"])):
+        _bar_chart(console, title, hist)
+
+
+def _bar_chart(console: Console, title: str, hist: dict[str, int]) -> None:
+    if not hist:
+        return
+    top = max(hist.values())
+    table = Table(title=title, box=None, show_header=False)
+    for label, count in hist.items():
+        table.add_row(str(label), f"{count:,}", "[cyan]" + "█" * max(1, round(30 * count / top)) + "[/cyan]")
+    console.print(table)
+
+
+# ---- config ------------------------------------------------------------------------------
+
+
+@cli.group("config")
+def config_group() -> None:
+    """Show and edit the configuration (edits go to a drop-in; your file stays as written)."""
+
+
+@config_group.command("path")
+@click.pass_context
+def config_path_cmd(ctx: click.Context) -> None:
+    """The main config file in use (it may not exist yet)."""
+    click.echo(find_config_file(ctx.obj.get("config")))
+
+
+@config_group.command("show")
+@click.option("--origin", is_flag=True, help="Say which file each value comes from.")
+@click.pass_context
+def config_show(ctx: click.Context, origin: bool) -> None:
+    import tomli_w
+
+    cfg = _config(ctx)
+    if not origin:
+        click.echo(tomli_w.dumps(cfg.to_toml_dict()), nl=False)
+        return
+    for section, table in cfg.to_toml_dict().items():
+        for key, value in table.items():
+            where = cfg.origins.get(f"{section}.{key}", "default")
+            click.echo(f"{section}.{key} = {json.dumps(value)}    # {where}")
+
+
+@config_group.command("get")
+@click.argument("key")
+@click.pass_context
+def config_get(ctx: click.Context, key: str) -> None:
+    try:
+        value = get_value(_config(ctx), key)
+    except ConfigError as exc:
+        raise Fatal(str(exc)) from None
+    click.echo(json.dumps(value) if not isinstance(value, str) else value)
+
+
+@config_group.command("set")
+@click.argument("key")
+@click.argument("value")
+@click.pass_context
+def config_set(ctx: click.Context, key: str, value: str) -> None:
+    """Validate and write KEY = VALUE into the midictl drop-in; a running daemon reloads."""
+    main = find_config_file(ctx.obj.get("config"))
+    try:
+        set_value(main, key, value)
+    except ConfigError as exc:
+        raise Fatal(str(exc)) from None
+    _tell_daemon_reload(main)
+
+
+@config_group.command("unset")
+@click.argument("key")
+@click.pass_context
+def config_unset(ctx: click.Context, key: str) -> None:
+    main = find_config_file(ctx.obj.get("config"))
+    try:
+        removed = unset_value(main, key)
+    except ConfigError as exc:
+        raise Fatal(str(exc)) from None
+    if not removed:
+        err_console.print(f"{key} is not set by midictl; nothing to do")
+    _tell_daemon_reload(main)
+
+
+def _tell_daemon_reload(main: Path) -> None:
+    from .control import DaemonNotRunning, request
+
+    try:
+        cfg = load_config(main)
+        reply = request(Path(cfg.control.socket), {"cmd": "reload"})
+    except (DaemonNotRunning, ConfigError, OSError):
+        return
+    if not reply.get("ok"):
+        err_console.print(f"the daemon did not reload: {reply.get('error')}")
+
+
+def main(argv: Iterable[str] | None = None) -> None:
+    cli.main(args=list(argv) if argv is not None else None, prog_name="midictl")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,367 @@
+"""The SQLite library: schema, migrations, and the batch writes and queries every edge shares.
+
+SQLite is also the durable work queue: each file row carries its stage state, and "what to do
+next" is a query (`analysed_at IS NULL AND error IS NULL`). Writes come in batches, one
+transaction per batch, from the one process that owns the library (the daemon or a one-shot
+`midictl import`); everyone else only reads, which WAL mode allows concurrently.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import sqlite_utils
+
+SCHEMA_VERSION = 1
+STAGES = ("import", "sanitize", "split", "analyze", "rename", "export")
+
+ANALYSIS_COLUMNS: dict[str, Any] = {
+    "file_id": int, "parser": str, "bpm": float, "bpm_source": str, "bpm_estimate": float,
+    "tempo_changes": int, "time_signature": str, "duration_s": float, "bars": float,
+    "key_tonic": str, "key_mode": str, "key_confidence": float, "is_drums": int,
+    "drum_parts": str, "chords": str, "progression": str, "notes": int, "tracks": int,
+    "channels": str, "programs": str, "pitch_min": int, "pitch_max": int, "polyphony": float,
+    "category": str, "tags": str,
+}
+
+
+def _migrate_1(db: sqlite_utils.Database) -> None:
+    db["files"].create(
+        {
+            "id": int, "hash": str, "size": int, "path": str, "name": str, "pack": str,
+            "format": int, "tracks": int, "parent_id": int, "part_index": int,
+            "added_at": float, "sanitized_at": float, "split_at": float, "split_parts": int,
+            "split_error": str, "analysed_at": float, "renamed_at": float, "original_path": str,
+            "error": str, "error_stage": str, "attempts": int,
+        },
+        pk="id", not_null=["hash", "size", "path", "name", "added_at"], defaults={"attempts": 0},
+    )
+    db.execute("CREATE UNIQUE INDEX idx_files_hash ON files(hash)")
+    db.execute("CREATE UNIQUE INDEX idx_files_path ON files(path COLLATE NOCASE)")
+    db.execute("CREATE INDEX idx_files_parent ON files(parent_id)")
+    db.execute("CREATE INDEX idx_files_analyse_queue ON files(id) WHERE analysed_at IS NULL AND error IS NULL")
+    db.execute("CREATE INDEX idx_files_split_queue ON files(id) WHERE split_at IS NULL AND parent_id IS NULL AND error IS NULL")
+    db.execute("CREATE INDEX idx_files_rename_queue ON files(id) WHERE renamed_at IS NULL AND analysed_at IS NOT NULL")
+    db["sources"].create(
+        {"id": int, "file_id": int, "origin": str, "disk_path": str, "kind": str, "size": int,
+         "mtime": float, "seen_at": float, "missing": int},
+        pk="id", not_null=["file_id", "origin", "seen_at"], defaults={"missing": 0},
+        foreign_keys=[("file_id", "files", "id")],
+    )
+    db.execute("CREATE UNIQUE INDEX idx_sources_origin ON sources(origin)")
+    db.execute("CREATE INDEX idx_sources_disk ON sources(disk_path)")
+    db.execute("CREATE INDEX idx_sources_file ON sources(file_id)")
+    db["scanned"].create(
+        {"disk_path": str, "size": int, "mtime": float, "seen_at": float, "outcome": str},
+        pk="disk_path",
+    )
+    db["failures"].create(
+        {"id": int, "origin": str, "stage": str, "error": str, "at": float},
+        pk="id", not_null=["origin", "error", "at"],
+    )
+    db.execute("CREATE UNIQUE INDEX idx_failures_origin ON failures(origin, stage)")
+    db["tags"].create(
+        {"file_id": int, "tag": str, "source": str}, pk=("file_id", "tag", "source"),
+        foreign_keys=[("file_id", "files", "id")],
+    )
+    db.execute("CREATE INDEX idx_tags_tag ON tags(tag)")
+    db["analysis"].create(ANALYSIS_COLUMNS, pk="file_id", foreign_keys=[("file_id", "files", "id")])
+    db.execute("CREATE INDEX idx_analysis_category ON analysis(category, bpm)")
+    db.execute("CREATE INDEX idx_analysis_bpm ON analysis(bpm)")
+    db.execute("CREATE INDEX idx_analysis_key ON analysis(key_tonic, key_mode, bpm)")
+    db.execute(
+        "CREATE VIRTUAL TABLE search USING fts5(name, path, pack, tags, tokenize='unicode61 remove_diacritics 2')"
+    )
+    db["devices"].create(
+        {"uuid": str, "label": str, "name": str, "profile": str, "first_seen": float,
+         "last_seen": float, "last_sync": float, "mountpoint": str, "state": str, "message": str},
+        pk="uuid",
+    )
+    db["exports"].create(
+        {"device_uuid": str, "file_id": int, "path": str, "hash": str, "category": str,
+         "exported_at": float, "gone": int},
+        pk=("device_uuid", "file_id"), defaults={"gone": 0},
+        foreign_keys=[("file_id", "files", "id")],
+    )
+    db["progress"].create({"stage": str, "at": float, "count": int, "failed": int})
+    db.execute("CREATE INDEX idx_progress ON progress(stage, at)")
+
+
+MIGRATIONS = {1: _migrate_1}
+
+
+class Library:
+    """A handle on the library database; one per process, writes only from the owner."""
+
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        self.path = Path(path)
+        if readonly:
+            if not self.path.exists():
+                raise FileNotFoundError(f"no library database at {self.path}; run `midictl import` or start midid first")
+            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30, check_same_thread=False)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(str(self.path), timeout=60, check_same_thread=False)
+        self.db = sqlite_utils.Database(conn)
+        self.readonly = readonly
+        if not readonly:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.migrate()
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.execute("PRAGMA temp_store=MEMORY")
+        self.db.execute("PRAGMA cache_size=-65536")
+
+    def close(self) -> None:
+        self.db.close()
+
+    # ---- schema -------------------------------------------------------------------------
+
+    def schema_version(self) -> int:
+        return int(self.db.execute("PRAGMA user_version").fetchone()[0])
+
+    def migrate(self) -> None:
+        """Apply forward migrations; each runs in its own transaction with the version bump."""
+        current = self.schema_version()
+        if current > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"{self.path} has schema {current}, newer than this midid ({SCHEMA_VERSION}); upgrade midid"
+            )
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            with self.db.atomic():
+                MIGRATIONS[version](self.db)
+                self.db.execute(f"PRAGMA user_version={version}")
+
+    # ---- import --------------------------------------------------------------------------
+
+    def known_hashes(self, hashes: Iterable[str]) -> dict[str, int]:
+        """Which of these content hashes are already library files (hash → file id)."""
+        found: dict[str, int] = {}
+        chunk: list[str] = []
+        for h in hashes:
+            chunk.append(h)
+            if len(chunk) == 500:
+                found.update(self._hash_chunk(chunk))
+                chunk = []
+        if chunk:
+            found.update(self._hash_chunk(chunk))
+        return found
+
+    def _hash_chunk(self, chunk: list[str]) -> dict[str, int]:
+        marks = ",".join("?" * len(chunk))
+        return dict(self.db.execute(f"SELECT hash, id FROM files WHERE hash IN ({marks})", chunk).fetchall())
+
+    def path_taken(self, relpath: str) -> bool:
+        return self.db.execute("SELECT 1 FROM files WHERE path = ? COLLATE NOCASE", [relpath]).fetchone() is not None
+
+    def unchanged(self, disk_path: str, size: int, mtime: float) -> bool:
+        """True when this on-disk file was scanned before with the same size and mtime."""
+        row = self.db.execute("SELECT size, mtime FROM scanned WHERE disk_path = ?", [disk_path]).fetchone()
+        return row is not None and row[0] == size and abs(row[1] - mtime) < 1e-6
+
+    def known_origins(self, origins: Sequence[str]) -> set[str]:
+        if not origins:
+            return set()
+        marks = ",".join("?" * len(origins))
+        rows = self.db.execute(f"SELECT origin FROM sources WHERE origin IN ({marks})", list(origins)).fetchall()
+        return {r[0] for r in rows}
+
+    def commit_import(self, files: list[dict[str, Any]], sources: list[dict[str, Any]],
+                      tags: list[dict[str, Any]], scanned: list[dict[str, Any]],
+                      failures: list[dict[str, Any]]) -> None:
+        """One import batch in one transaction. `files` rows carry their id (pre-allocated)."""
+        now = time.time()
+        with self.db.atomic():
+            if files:
+                self.db["files"].insert_all(files, batch_size=500)
+                self.db["search"].insert_all(
+                    ({"rowid": f["id"], "name": f["name"], "path": f["path"], "pack": f.get("pack") or "",
+                      "tags": " ".join(t["tag"] for t in tags if t["file_id"] == f["id"])} for f in files),
+                    batch_size=500,
+                )
+            if sources:
+                self.db["sources"].upsert_all(sources, pk="origin", batch_size=500)
+            if tags:
+                self.db["tags"].insert_all(tags, batch_size=500, ignore=True)
+            if scanned:
+                self.db["scanned"].upsert_all(scanned, pk="disk_path", batch_size=500)
+            if failures:
+                self.db["failures"].upsert_all(failures, pk=("origin", "stage"), batch_size=500)
+            self._progress("import", len(files), len(failures), now)
+            if files:
+                self._progress("sanitize", len(files), 0, now)
+
+    def next_file_id(self) -> int:
+        row = self.db.execute("SELECT max(id) FROM files").fetchone()
+        return int(row[0] or 0) + 1
+
+    # ---- work queues ---------------------------------------------------------------------
+
+    def split_queue(self, limit: int, after_id: int = 0) -> list[tuple[int, str, str]]:
+        """Parents not yet split: (id, library path, name), in id order from after_id."""
+        return self.db.execute(
+            "SELECT id, path, name FROM files WHERE split_at IS NULL AND parent_id IS NULL AND error IS NULL"
+            " AND id > ? ORDER BY id LIMIT ?", [after_id, limit]).fetchall()
+
+    def analyse_queue(self, limit: int, after_id: int = 0) -> list[tuple[int, str, str]]:
+        return self.db.execute(
+            "SELECT id, path, name FROM files WHERE analysed_at IS NULL AND error IS NULL"
+            " AND id > ? ORDER BY id LIMIT ?", [after_id, limit]).fetchall()
+
+    def rename_queue(self, limit: int, after_id: int = 0) -> list[dict[str, Any]]:
+        return list(self.db.query(
+            "SELECT f.id, f.path, f.name, f.pack, a.bpm, a.key_tonic, a.key_mode, a.category, a.tags"
+            " FROM files f JOIN analysis a ON a.file_id = f.id"
+            " WHERE f.renamed_at IS NULL AND f.analysed_at IS NOT NULL AND f.error IS NULL AND f.id > ?"
+            " ORDER BY f.id LIMIT ?",
+            [after_id, limit]))
+
+    def prior_tags(self, file_ids: Sequence[int]) -> dict[int, list[str]]:
+        if not file_ids:
+            return {}
+        marks = ",".join("?" * len(file_ids))
+        out: dict[int, list[str]] = {}
+        for fid, tag in self.db.execute(
+            f"SELECT file_id, tag FROM tags WHERE source != 'analysis' AND file_id IN ({marks})", list(file_ids)
+        ):
+            out.setdefault(fid, []).append(tag)
+        return out
+
+    def commit_split(self, done: list[dict[str, Any]], parts: list[dict[str, Any]],
+                     sources: list[dict[str, Any]], tags: list[dict[str, Any]]) -> None:
+        """Mark parents split and insert their part files (already durable in the library)."""
+        now = time.time()
+        with self.db.atomic():
+            for row in done:
+                self.db.execute(
+                    "UPDATE files SET split_at = ?, split_parts = ?, split_error = ? WHERE id = ?",
+                    [now, row["split_parts"], row.get("split_error"), row["id"]])
+            if parts:
+                self.db["files"].insert_all(parts, batch_size=500)
+                self.db["search"].insert_all(
+                    ({"rowid": p["id"], "name": p["name"], "path": p["path"], "pack": p.get("pack") or "",
+                      "tags": ""} for p in parts), batch_size=500)
+            if sources:
+                self.db["sources"].upsert_all(sources, pk="origin", batch_size=500)
+            if tags:
+                self.db["tags"].insert_all(tags, batch_size=500, ignore=True)
+            self._progress("split", len(done), sum(1 for r in done if r.get("split_error")), now)
+
+    def commit_analysis(self, results: list[dict[str, Any]], errors: list[tuple[int, str]]) -> None:
+        """Analysis rows (columns of ANALYSIS_COLUMNS, lists as JSON) and per-file errors."""
+        now = time.time()
+        with self.db.atomic():
+            if results:
+                rows = [_analysis_row(r) for r in results]
+                self.db["analysis"].upsert_all(rows, pk="file_id", batch_size=500)
+                self.db.conn.executemany("UPDATE files SET analysed_at = ? WHERE id = ?",
+                                         [(now, r["file_id"]) for r in rows])
+                self.db["tags"].insert_all(
+                    ({"file_id": r["file_id"], "tag": t, "source": "analysis"} for r in results
+                     for t in r.get("tags") or () if t),
+                    batch_size=500, ignore=True)
+                self.db.conn.executemany(
+                    "UPDATE search SET tags = (SELECT group_concat(DISTINCT tag) FROM tags WHERE file_id = ?)"
+                    " || ' ' || ? WHERE rowid = ?",
+                    [(r["file_id"], r.get("category") or "", r["file_id"]) for r in results])
+            if errors:
+                self.db.conn.executemany(
+                    "UPDATE files SET error = ?, error_stage = 'analyze', analysed_at = NULL WHERE id = ?",
+                    [(err, fid) for fid, err in errors])
+            self._progress("analyze", len(results) + len(errors), len(errors), now)
+
+    def commit_rename(self, renames: list[tuple[int, str]], unchanged: list[int]) -> None:
+        now = time.time()
+        with self.db.atomic():
+            for fid, new_path in renames:
+                self.db.execute(
+                    "UPDATE files SET original_path = coalesce(original_path, path), path = ?, renamed_at = ?"
+                    " WHERE id = ?", [new_path, now, fid])
+                self.db.execute("UPDATE search SET path = ? WHERE rowid = ?", [new_path, fid])
+            self.db.conn.executemany("UPDATE files SET renamed_at = ? WHERE id = ?", [(now, f) for f in unchanged])
+            self._progress("rename", len(renames) + len(unchanged), 0, now)
+
+    def record_file_error(self, file_id: int, stage: str, error: str) -> None:
+        with self.db.atomic():
+            if stage == "split":
+                self.db.execute("UPDATE files SET split_at = ?, split_parts = 0, split_error = ? WHERE id = ?",
+                                [time.time(), error, file_id])
+            else:
+                self.db.execute("UPDATE files SET error = ?, error_stage = ? WHERE id = ?", [error, stage, file_id])
+            self._progress(stage, 1, 1, time.time())
+
+    def retry_failed(self) -> int:
+        """Clear per-file errors so the queues pick the files up again."""
+        with self.db.atomic():
+            cur = self.db.execute("UPDATE files SET error = NULL, error_stage = NULL WHERE error IS NOT NULL")
+            self.db.execute("UPDATE files SET split_at = NULL, split_error = NULL WHERE split_error IS NOT NULL")
+            return cur.rowcount
+
+    def _progress(self, stage: str, count: int, failed: int, now: float) -> None:
+        if count:
+            self.db.execute("INSERT INTO progress(stage, at, count, failed) VALUES (?, ?, ?, ?)",
+                            [stage, now, count, failed])
+
+    def prune_progress(self, keep_s: float = 600) -> None:
+        with self.db.atomic():
+            self.db.execute("DELETE FROM progress WHERE at < ?", [time.time() - keep_s])
+
+    # ---- status and queries --------------------------------------------------------------
+
+    def stage_counts(self, rename_enabled: bool) -> dict[str, dict[str, Any]]:
+        """done/queued/failed/rate per stage, from the rows themselves (not from memory)."""
+        q = lambda sql: int(self.db.execute(sql).fetchone()[0] or 0)  # noqa: E731
+        since = time.time() - 60
+        rates = dict(self.db.execute(
+            "SELECT stage, sum(count) / 60.0 FROM progress WHERE at >= ? GROUP BY stage", [since]).fetchall())
+        stages = {
+            "import": {"done": q("SELECT count(*) FROM files WHERE parent_id IS NULL"), "queued": 0,
+                       "failed": q("SELECT count(*) FROM failures WHERE stage = 'import'")},
+            "sanitize": {"done": q("SELECT count(*) FROM files WHERE sanitized_at IS NOT NULL"), "queued": 0,
+                         "failed": 0},
+            "split": {"done": q("SELECT count(*) FROM files WHERE split_at IS NOT NULL"),
+                      "queued": q("SELECT count(*) FROM files WHERE split_at IS NULL AND parent_id IS NULL AND error IS NULL"),
+                      "failed": q("SELECT count(*) FROM files WHERE split_error IS NOT NULL")},
+            "analyze": {"done": q("SELECT count(*) FROM files WHERE analysed_at IS NOT NULL"),
+                        "queued": q("SELECT count(*) FROM files WHERE analysed_at IS NULL AND error IS NULL"),
+                        "failed": q("SELECT count(*) FROM files WHERE error_stage = 'analyze'")},
+            "rename": {"done": q("SELECT count(*) FROM files WHERE renamed_at IS NOT NULL"),
+                       "queued": q("SELECT count(*) FROM files WHERE renamed_at IS NULL AND analysed_at IS NOT NULL")
+                       if rename_enabled else 0,
+                       "failed": 0},
+            "export": {"done": q("SELECT count(DISTINCT file_id) FROM exports WHERE gone = 0"), "queued": 0,
+                       "failed": q("SELECT count(*) FROM failures WHERE stage = 'export'")},
+        }
+        for stage, row in stages.items():
+            row["rate"] = round(float(rates.get(stage) or 0.0), 1)
+        return stages
+
+    def latest_errors(self, limit: int = 10) -> list[dict[str, Any]]:
+        rows = list(self.db.query(
+            "SELECT origin AS path, stage, error, at FROM failures ORDER BY at DESC LIMIT ?", [limit]))
+        rows += list(self.db.query(
+            "SELECT path, coalesce(error_stage, 'split') AS stage, coalesce(error, split_error) AS error,"
+            " coalesce(analysed_at, split_at, added_at) AS at FROM files"
+            " WHERE error IS NOT NULL OR split_error IS NOT NULL ORDER BY id DESC LIMIT ?", [limit]))
+        rows.sort(key=lambda r: r["at"] or 0, reverse=True)
+        return rows[:limit]
+
+    def file_rows(self, ids: Sequence[int]) -> list[dict[str, Any]]:
+        marks = ",".join("?" * len(ids))
+        return list(self.db.query(f"SELECT * FROM files WHERE id IN ({marks})", list(ids)))
+
+
+def _analysis_row(result: dict[str, Any]) -> dict[str, Any]:
+    row = {k: result.get(k) for k in ANALYSIS_COLUMNS}
+    for key in ("drum_parts", "chords", "progression", "channels", "programs", "tags"):
+        if row[key] is not None and not isinstance(row[key], str):
+            row[key] = json.dumps(row[key], separators=(",", ":"))
+    if row["is_drums"] is not None:
+        row["is_drums"] = int(bool(row["is_drums"]))
+    return row
+
+

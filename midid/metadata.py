@@ -1,0 +1,167 @@
+"""Metadata that pack authors put into file, folder and archive names.
+
+Producers' packs encode tempo, key and role in names (`Trap Kit 140 BPM/808 Am loop.mid`).
+These words are priors for the analysis stage: they are recorded with their source
+(`filename`, `folder`, `archive`) and never overwritten by later stages.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import PurePath
+from typing import Sequence
+
+# Tempo words: "128bpm", "128 BPM", "bpm128", or a bare 2–3 digit number between separators
+# ("_128_", "-92-") that falls in the range of musical tempi.
+_BPM_WORD = re.compile(r"(?<![0-9.])(\d{2,3}(?:\.\d+)?)\s*-?\s*bpm(?![a-z])|bpm\s*[-_ ]?\s*(\d{2,3})(?!\d)", re.I)
+_BPM_BARE = re.compile(r"(?:^|[\s_\-\[\(])(\d{2,3})(?=$|[\s_\-\]\)])")
+BPM_RANGE = (40.0, 300.0)
+
+_NOTE = r"([A-G])([#b♯♭]|sharp|flat)?"
+# Key words: "Cmaj", "C#m", "Am", "F minor", "Bb major", "Ebmin", "D# Minor", "G#-min", "c-moll".
+_KEY = re.compile(
+    r"(?:^|[\s_\-\[\(.])" + _NOTE + r"\s*[-_ ]?\s*"
+    r"(major|minor|maj|min|moll|dur|m)?(?=$|[\s_\-\]\).0-9])",
+    re.I,
+)
+_FLAT_TO_SHARP = {"Cb": "B", "Db": "C#", "Eb": "D#", "Fb": "E", "Gb": "F#", "Ab": "G#", "Bb": "A#"}
+_SHARP_FIX = {"E#": "F", "B#": "C"}
+
+# Words that name a role, instrument or genre; each maps to the tag we record.
+_TAG_WORDS: dict[str, str] = {
+    **{w: "kick" for w in ("kick", "kicks", "kik", "bd", "bassdrum")},
+    **{w: "snare" for w in ("snare", "snares", "snr", "sd", "rim", "rimshot")},
+    **{w: "clap" for w in ("clap", "claps")},
+    **{w: "hat" for w in ("hat", "hats", "hihat", "hihats", "hh", "oh", "ch")},
+    **{w: "cymbal" for w in ("cymbal", "cymbals", "crash", "ride", "china", "splash")},
+    **{w: "tom" for w in ("tom", "toms")},
+    **{w: "perc" for w in ("perc", "percussion", "shaker", "conga", "bongo", "tambourine", "cowbell")},
+    **{w: "drums" for w in ("drum", "drums", "beat", "beats", "groove", "grooves", "kit", "break", "breaks")},
+    **{w: "bass" for w in ("bass", "bassline", "basslines", "sub", "808", "reese")},
+    **{w: "lead" for w in ("lead", "leads", "synth")},
+    **{w: "melody" for w in ("melody", "melodies", "mel", "hook", "hooks", "topline", "riff", "riffs")},
+    **{w: "chord" for w in ("chord", "chords", "stab", "stabs")},
+    **{w: "progression" for w in ("progression", "progressions", "prog")},
+    **{w: "pad" for w in ("pad", "pads", "strings", "string")},
+    **{w: "arp" for w in ("arp", "arps", "arpeggio")},
+    **{w: "piano" for w in ("piano", "keys", "rhodes", "ep")},
+    **{w: "pluck" for w in ("pluck", "plucks")},
+    **{w: "fx" for w in ("fx", "sfx", "riser", "risers", "sweep", "impact", "noise")},
+    **{w: "loop" for w in ("loop", "loops")},
+    **{w: "fill" for w in ("fill", "fills")},
+    **{w: "oneshot" for w in ("oneshot", "one-shot")},
+    **{
+        w: w
+        for w in (
+            "trap", "drill", "hiphop", "boombap", "lofi", "house", "techno", "trance", "dnb",
+            "dubstep", "edm", "rnb", "soul", "funk", "jazz", "pop", "rock", "reggae", "reggaeton",
+            "afrobeat", "afrobeats", "latin", "samba", "disco", "garage", "ambient", "cinematic",
+            "gospel", "blues", "country", "metal", "dancehall", "amapiano", "phonk",
+        )
+    },
+    "hip-hop": "hiphop", "hip": "hiphop", "drumandbass": "dnb", "lo-fi": "lofi",
+}
+_WORD = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)?", re.I)
+_ARCHIVE_SUFFIX = re.compile(r"\.(zip|7z|rar|tar|tgz|tbz2|txz|tar\.(gz|bz2|xz|zst))$", re.I)
+_MIDI_SUFFIX = re.compile(r"\.(midi?|kar|rmi)$", re.I)
+
+
+@dataclass(frozen=True)
+class Tag:
+    tag: str
+    source: str  # "filename" | "folder" | "archive"
+
+
+@dataclass(frozen=True)
+class NameMeta:
+    bpm: float | None
+    key_tonic: str | None  # sharps: "C#", never "Db"
+    key_mode: str | None  # "major" | "minor"
+    tags: tuple[Tag, ...]
+
+
+def _stem(name: str) -> str:
+    return _ARCHIVE_SUFFIX.sub("", _MIDI_SUFFIX.sub("", name))
+
+
+def bpm_from_name(text: str) -> float | None:
+    """Tempo written in a name; an explicit `bpm` word beats a bare number."""
+    for match in _BPM_WORD.finditer(text):
+        value = float(match.group(1) or match.group(2))
+        if BPM_RANGE[0] <= value <= BPM_RANGE[1]:
+            return value
+    for match in _BPM_BARE.finditer(text):
+        value = float(match.group(1))
+        if BPM_RANGE[0] <= value <= BPM_RANGE[1] and value >= 60:
+            return value
+    return None
+
+
+def key_from_name(text: str) -> tuple[str, str] | None:
+    """(tonic with sharps, mode) from a key word such as `Am`, `C#min`, `F minor`, `Bb`.
+
+    A bare letter ("Loop A", "Pad_F") is too ambiguous — variations are lettered too — so
+    without a mode word only a note with an accidental counts (as major). `m` alone means
+    minor only after a capital letter, so words like "em" in lower-case names do not count.
+    """
+    for match in _KEY.finditer(text):
+        letter, accidental, mode = match.group(1), match.group(2), match.group(3)
+        if mode is None and accidental is None:
+            continue
+        if mode == "m" and not letter.isupper() or mode == "M":
+            continue
+        tonic = letter.upper()
+        acc = (accidental or "").lower()
+        if acc in ("#", "♯", "sharp"):
+            tonic += "#"
+        elif acc in ("b", "♭", "flat"):
+            tonic += "b"
+        tonic = _SHARP_FIX.get(tonic, _FLAT_TO_SHARP.get(tonic, tonic))
+        minor = mode is not None and mode.lower() in ("m", "min", "minor", "moll")
+        return tonic, "minor" if minor else "major"
+    return None
+
+
+def tags_from_name(text: str) -> list[str]:
+    """Known role/instrument/genre words in a name, in order of appearance, each once."""
+    found: list[str] = []
+    spaced = re.sub(r"([a-z])([A-Z])", r"\1 \2", text)
+    for word in _WORD.findall(spaced.replace("_", " ")):
+        word = word.lower()
+        whole = _TAG_WORDS.get(word) or _TAG_WORDS.get(word.replace("-", ""))
+        candidates = [whole] if whole else [_TAG_WORDS.get(part) for part in word.split("-")]
+        for tag in candidates:
+            if tag is not None and tag not in found:
+                found.append(tag)
+    return found
+
+
+def name_metadata(filename: str, folders: Sequence[str] = (), archives: Sequence[str] = ()) -> NameMeta:
+    """Metadata from a file name and the folders and archives it was found in.
+
+    The file name wins over its folders for BPM and key (a folder called "140 BPM" holding
+    "loop 90bpm.mid" means 90), the nearest folder over farther ones.
+    """
+    stem = _stem(PurePath(filename).name)
+    containers = [(name, "archive") for name in archives] + [(name, "folder") for name in folders]
+    bpm = bpm_from_name(stem)
+    key = key_from_name(stem)
+    for name, _source in reversed(containers):
+        if bpm is None:
+            bpm = bpm_from_name(_stem(name))
+        if key is None:
+            key = key_from_name(_stem(name))
+    tags: list[Tag] = [Tag(t, "filename") for t in tags_from_name(stem)]
+    seen = {t.tag for t in tags}
+    for name, source in containers:
+        for t in tags_from_name(_stem(name)):
+            if t not in seen:
+                seen.add(t)
+                tags.append(Tag(t, source))
+    return NameMeta(
+        bpm=bpm,
+        key_tonic=key[0] if key else None,
+        key_mode=key[1] if key else None,
+        tags=tuple(tags),
+    )

@@ -1,0 +1,203 @@
+"""Runners: where the stage compute runs — in this process, or on Ray actor pools.
+
+This is the only module that knows about Ray. The engine hands a runner batches of tasks and
+gets back outcomes; the same `midid.tasks` functions run either way, so a one-shot import of
+a handful of files needs no Ray start-up (~2 s) while the daemon keeps one Ray for its life.
+
+A Ray pool keeps at most `actors × max_in_flight` batches outstanding (backpressure: memory
+stays flat however large the import). A batch whose actor dies (a native crash or the OOM
+killer on a hostile file, or a hung batch we kill) is retried once whole, then bisected until
+the one poisoned task is isolated and reported as failed; Ray restarts the actor.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from . import tasks as task_fns
+
+log = logging.getLogger(__name__)
+
+CRASH_ERROR = "the worker analysing this file crashed or hung (the file is probably hostile or broken)"
+
+
+@dataclass
+class Batch:
+    kind: str
+    tasks: Sequence[Any]
+    attempt: int = 0
+    ref: Any = None
+    actor: Any = None
+    submitted: float = 0.0
+
+
+@dataclass
+class Done:
+    kind: str
+    tasks: Sequence[Any]
+    outcomes: list[Any] | None  # None: the batch's worker crashed on its only task
+    error: str | None = None
+
+
+class LocalRunner:
+    """Runs batches synchronously in this process: tests, debugging and small one-shot jobs."""
+
+    name = "in-process"
+
+    def __init__(self) -> None:
+        self._done: deque[Done] = deque()
+
+    def capacity(self, kind: str) -> int:
+        return 1 - len(self._done)
+
+    def submit(self, kind: str, tasks: Sequence[Any]) -> None:
+        self._done.append(Done(kind, tasks, task_fns.run_batch(kind, tasks)))
+
+    def pending(self) -> int:
+        return len(self._done)
+
+    def wait(self, timeout_s: float) -> list[Done]:
+        done = list(self._done)
+        self._done.clear()
+        return done
+
+    def shutdown(self) -> None:
+        self._done.clear()
+
+
+def start_ray(address: str, num_cpus: int, object_store_mb: int) -> None:
+    """Join a cluster or start a quiet local Ray sized for a small machine."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    common: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False,
+                              "configure_logging": False}
+    if address:
+        log.info("joining Ray cluster at %s", address)
+        ray.init(address=address, **common)
+        return
+    ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
+             object_store_memory=object_store_mb * 1024 * 1024, **common)
+    log.info("started a local Ray with %s CPUs", num_cpus or os.cpu_count())
+
+
+class RayRunner:
+    """Actor pools per stage, with bounded in-flight batches, crash isolation and hang kills."""
+
+    name = "ray"
+
+    def __init__(self, sizes: dict[str, int], *, max_in_flight: int = 2, batch_timeout_s: float = 120.0) -> None:
+        import ray
+
+        self._ray = ray
+        # Actor counts come from the config, so Ray need not ration CPUs among them; SPREAD places
+        # them across the nodes of a cluster.
+        worker_cls = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0,
+                                scheduling_strategy="SPREAD")(_Worker)
+        self.pools: dict[str, list[Any]] = {kind: [worker_cls.remote() for _ in range(max(1, n))]
+                                            for kind, n in sizes.items()}
+        self.max_in_flight = max_in_flight
+        self.batch_timeout_s = batch_timeout_s
+        self.in_flight: dict[Any, Batch] = {}
+        self.load: dict[int, int] = {}
+        self._retry: deque[Batch] = deque()
+
+    def capacity(self, kind: str) -> int:
+        busy = sum(1 for b in self.in_flight.values() if b.kind == kind)
+        queued = sum(1 for b in self._retry if b.kind == kind)
+        return len(self.pools[kind]) * self.max_in_flight - busy - queued
+
+    def submit(self, kind: str, tasks: Sequence[Any]) -> None:
+        self._send(Batch(kind, tasks))
+
+    def _send(self, batch: Batch) -> None:
+        pool = self.pools[batch.kind]
+        actor = min(pool, key=lambda a: self.load.get(id(a), 0))
+        self.load[id(actor)] = self.load.get(id(actor), 0) + 1
+        batch.actor, batch.submitted = actor, time.monotonic()
+        batch.ref = actor.run.remote(batch.kind, list(batch.tasks))
+        self.in_flight[batch.ref] = batch
+
+    def pending(self) -> int:
+        return len(self.in_flight) + len(self._retry)
+
+    def wait(self, timeout_s: float) -> list[Done]:
+        """Collect finished batches; crashed ones come back as retries or isolated failures."""
+        ray = self._ray
+        while self._retry:
+            self._send(self._retry.popleft())
+        if not self.in_flight:
+            return []
+        ready, _ = ray.wait(list(self.in_flight), num_returns=1, timeout=timeout_s)
+        if ready:
+            more, _ = ray.wait([r for r in self.in_flight if r not in ready], num_returns=len(self.in_flight) - len(ready),
+                               timeout=0)
+            ready += more
+        out: list[Done] = []
+        for ref in ready:
+            batch = self.in_flight.pop(ref)
+            self.load[id(batch.actor)] -= 1
+            try:
+                out.append(Done(batch.kind, batch.tasks, ray.get(ref)))
+            except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError,
+                    ray.exceptions.TaskCancelledError, ray.exceptions.ObjectLostError) as exc:
+                out += self._crashed(batch, exc)
+        self._kill_hung()
+        return out
+
+    def _crashed(self, batch: Batch, exc: BaseException) -> list[Done]:
+        log.warning("a %s worker died on a batch of %d (%s); retrying", batch.kind, len(batch.tasks),
+                    type(exc).__name__)
+        if len(batch.tasks) == 1 and batch.attempt >= 1:
+            return [Done(batch.kind, batch.tasks, None, CRASH_ERROR)]
+        if batch.attempt == 0:
+            self._retry.append(Batch(batch.kind, batch.tasks, attempt=1))
+        else:
+            half = len(batch.tasks) // 2
+            self._retry.append(Batch(batch.kind, batch.tasks[:half], attempt=1))
+            self._retry.append(Batch(batch.kind, batch.tasks[half:], attempt=1))
+        return []
+
+    def _kill_hung(self) -> None:
+        now = time.monotonic()
+        for batch in list(self.in_flight.values()):
+            if now - batch.submitted > self.batch_timeout_s:
+                log.warning("a %s batch of %d ran over %.0f s; restarting its worker", batch.kind,
+                            len(batch.tasks), self.batch_timeout_s)
+                self._ray.kill(batch.actor, no_restart=False)
+                batch.submitted = now
+
+    def shutdown(self) -> None:
+        for pool in self.pools.values():
+            for actor in pool:
+                self._ray.kill(actor)
+        self.pools.clear()
+        self.in_flight.clear()
+
+
+class _Worker:
+    """A Ray actor: imports the compute once, then runs batches (bytes in, records out)."""
+
+    def __init__(self) -> None:
+        self._run: Callable[[str, Sequence[Any]], list[Any]] = task_fns.run_batch
+
+    def run(self, kind: str, tasks: Sequence[Any]) -> list[Any]:
+        return self._run(kind, tasks)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def pool_sizes(analyze_actors: int, split_actors: int) -> dict[str, int]:
+    cpus = os.cpu_count() or 1
+    return {"analyze": analyze_actors or cpus, "split": split_actors}
+
+

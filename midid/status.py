@@ -1,0 +1,88 @@
+"""`midictl status`: the database says what is done; the daemon, when it runs, says what is live."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from .config import Config
+from .db import STAGES, Library
+
+
+def collect_status(cfg: Config) -> dict[str, Any]:
+    """One object: daemon, stages, sources, devices, errors — with or without a running daemon."""
+    from .control import DaemonNotRunning, request
+
+    live: dict[str, Any] = {}
+    try:
+        reply = request(Path(cfg.control.socket), {"cmd": "status"}, timeout=2.0)
+        if reply.get("ok"):
+            live = reply
+    except (DaemonNotRunning, OSError, ValueError):
+        live = {}
+    daemon = live.get("daemon") or {"running": False, "pid": None, "uptime_s": None, "version": None}
+    status: dict[str, Any] = {"daemon": daemon, "stages": {s: {"done": 0, "queued": 0, "failed": 0, "rate": 0.0}
+                                                           for s in STAGES},
+                              "sources": live.get("sources") or [{"path": f, "watching": False}
+                                                                 for f in cfg.sources.folders],
+                              "devices": live.get("devices") or [], "errors": []}
+    if cfg.database_path.exists():
+        lib = Library(cfg.database_path, readonly=True)
+        try:
+            status["stages"] = lib.stage_counts(cfg.rename.enabled)
+            status["errors"] = lib.latest_errors(10)
+            if not status["devices"]:
+                status["devices"] = list(lib.db.query(
+                    "SELECT uuid, label, name, profile, last_seen, last_sync, state, message FROM devices"
+                    " ORDER BY last_seen DESC"))
+        finally:
+            lib.close()
+    for stage, extra in (live.get("queued") or {}).items():
+        if stage in status["stages"]:
+            status["stages"][stage]["queued"] += int(extra)
+    status["daemon_messages"] = live.get("messages") or []
+    return status
+
+
+def render_status(status: dict[str, Any], console: Console) -> None:
+    d = status["daemon"]
+    if d.get("running"):
+        console.print(f"[green]midid running[/green] (pid {d['pid']}, up {_duration(d['uptime_s'])}, "
+                      f"version {d['version']}){' — ' + d['state'] if d.get('state') else ''}")
+    else:
+        console.print("[yellow]midid is not running[/yellow] (showing the library database)")
+    table = Table("stage", "done", "queued", "failed", "rate/s", box=None)
+    for stage, row in status["stages"].items():
+        table.add_row(stage, f"{row['done']:,}", f"{row['queued']:,}",
+                      f"[red]{row['failed']:,}[/red]" if row["failed"] else "0", f"{row['rate']:.1f}")
+    console.print(table)
+    if status["sources"]:
+        console.print("[bold]sources[/bold]")
+        for src in status["sources"]:
+            how = "watching" if src.get("watching") else "not watched"
+            if src.get("polling"):
+                how = "polling (inotify limit reached)"
+            console.print(f"  {src['path']}  {how}", highlight=False)
+    if status["devices"]:
+        console.print("[bold]devices[/bold]")
+        for dev in status["devices"]:
+            console.print(f"  {dev.get('label') or dev.get('uuid')}  {dev.get('state') or ''}  "
+                          f"pending {dev.get('pending', '?')}  {dev.get('message') or ''}", highlight=False)
+    for message in status.get("daemon_messages", []):
+        console.print(f"[yellow]![/yellow] {message}", highlight=False)
+    if status["errors"]:
+        console.print("[bold]latest errors[/bold] (fix the file, then `midictl retry-failed`)")
+        for e in status["errors"]:
+            when = time.strftime("%H:%M:%S", time.localtime(e["at"])) if e.get("at") else ""
+            console.print(f"  {when} [red]{e['stage']}[/red] {e['path']}: {e['error']}", highlight=False)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    s = int(seconds)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
