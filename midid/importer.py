@@ -71,23 +71,21 @@ def placement(origin_path: str, members: tuple[str, ...], roots: list[Path]) -> 
     and folders inside archives follow.
     """
     disk = Path(origin_path)
-    rel: list[str] = []
+    inner: list[str] = [disk.name]
+    outer = disk.parent.name  # the folder holding it when nothing better is known
     for root in roots:
         if disk == root:
-            rel = [disk.parent.name, disk.name]
             break
         if root in disk.parents:
-            rel = [root.name, *disk.relative_to(root).parts]
-            if len(rel) > 2:
-                rel = rel[1:]
+            inner = list(disk.relative_to(root).parts)
+            outer = root.name
             break
-    else:
-        rel = [disk.parent.name, disk.name]
     if not members:
-        folders = [p for p in rel[:-1] if p]
-        return folders, [], folders, rel[-1]
-    disk_folders = [p for p in rel[:-1] if p]
-    archives = [archive_stem(rel[-1])]
+        folders = inner[:-1] or [outer]
+        return folders, [], folders, inner[-1]
+    # An archive is a pack of its own: the import root's name does not go in front of it.
+    disk_folders = inner[:-1]
+    archives = [archive_stem(inner[-1])]
     levels = [*disk_folders, archives[0]]
     for member in members[:-1]:
         parts = [p for p in PurePosixPath(member.replace("\\", "/")).parts if p not in ("", "/")]
@@ -189,7 +187,7 @@ class Importer:
                     next_id += 1
                     new_ids[p.digest] = file_id
                     relpath = library_relpath(
-                        p.levels, p.name, p.digest,
+                        _bounded(p.levels), p.name, p.digest,
                         lambda rel: rel.casefold() in taken_in_batch or self.lib.path_taken(rel))
                     taken_in_batch.add(relpath.casefold())
                     self._stage(writer, relpath, p.item)
@@ -254,6 +252,11 @@ class LibraryWriteError(RuntimeError):
                                                                                   "check the disk and [library] path")
         super().__init__(f"cannot write to the library {root}: {exc.strerror}. {hint[0].upper() + hint[1:]}.")
         self.errno = exc.errno
+
+
+def _bounded(levels: list[str], keep: int = 4) -> list[str]:
+    """At most `keep` folder levels: the pack (first) and the innermost ones, which say most."""
+    return levels if len(levels) <= keep else [levels[0], *levels[-(keep - 1):]]
 
 
 def midi_payload_is_whole(item: FoundMidi) -> bool:

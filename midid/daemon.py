@@ -1,0 +1,402 @@
+"""`midid`: the systemd Type=notify service that keeps the library up to date by itself.
+
+One main loop owns every side effect that matters — the database, the library folder, Ray —
+and does one small thing at a time: take queued import work (from the watcher, the catch-up
+scan, `midictl import`), import it in batches, step the pipeline engine, sync attached devices,
+report progress. Other threads (watcher, control socket, udev monitor, watchdog pinger) only
+put requests on the main loop's queue or read snapshots it publishes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from . import __version__
+from .config import Config, ConfigError, load_config
+from .db import Library
+from .engine import Engine, make_runner
+from .importer import Importer, ImportSummary, LibraryWriteError
+from .logsetup import setup_logging
+from .notify import Heartbeat, Notifier, WatchdogPinger, watchdog_interval_s
+from .runjob import ImportJobError, open_library, writer_lock
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ImportJob:
+    """Import work for the main loop; `midictl import --wait` follows it to the end."""
+
+    paths: list[str]
+    catch_up: bool = False
+    follow: bool = False
+    summary: ImportSummary = field(default_factory=ImportSummary)
+    file_ids: tuple[int, int] | None = None  # first and last new file id
+    imported: bool = False
+    finished: threading.Event = field(default_factory=threading.Event)
+    result: dict[str, Any] | None = None
+    error: str | None = None
+
+
+class _Stopping(Exception):
+    """SIGTERM arrived in the middle of an import; committed batches stay, the rest is redone."""
+
+
+class Daemon:
+    def __init__(self, config_path: str | None) -> None:
+        self.config_path = config_path
+        self.cfg = load_config(config_path)
+        self.notifier = Notifier()
+        self.heartbeat = Heartbeat()
+        self.started = time.monotonic()
+        self.requests: queue.Queue[Callable[[], None]] = queue.Queue()
+        self.jobs: list[ImportJob] = []
+        self.followers: list[ImportJob] = []
+        self.stopping = threading.Event()
+        self.reload_requested = threading.Event()
+        self.paused = False
+        self.messages: list[str] = []
+        self.snapshot: dict[str, Any] = {}
+        self.snapshot_lock = threading.Lock()
+        self.lib: Library | None = None
+        self.engine: Engine | None = None
+        self.watcher: Any = None
+        self.control: Any = None
+        self.devices: Any = None
+        self._last_import_status = 0.0
+
+    # ---- life cycle ----------------------------------------------------------------------
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
+        signal.signal(signal.SIGINT, lambda *_: self.stopping.set())
+        signal.signal(signal.SIGHUP, lambda *_: self.reload_requested.set())
+        with writer_lock(self.cfg):
+            self.lib = open_library(self.cfg)
+            runner = make_runner(self.cfg)
+            self.engine = Engine(self.cfg, self.lib, runner)
+            self.importer = Importer(self.cfg, self.lib, batch_size=self.cfg.pipeline.batch_size)
+            self._start_edges()
+            if self.cfg.sources.folders:
+                self.jobs.append(ImportJob([f for f in self.cfg.sources.folders if Path(f).exists()], catch_up=True))
+            pinger = self._start_pinger()
+            self.notifier.ready()
+            log.info("midid %s ready: library %s, %d source folder(s)", __version__, self.cfg.library_path,
+                     len(self.cfg.sources.folders))
+            try:
+                self._loop()
+            finally:
+                self.notifier.stopping()
+                log.info("stopping")
+                if pinger:
+                    pinger.stop()
+                self._stop_edges()
+                self.engine.stop()
+                runner.shutdown()
+                for job in self.jobs + self.followers:
+                    job.error = "the daemon stopped; the work resumes when it starts again"
+                    job.finished.set()
+                self.lib.close()
+        return 0
+
+    def _start_pinger(self) -> WatchdogPinger | None:
+        interval = watchdog_interval_s()
+        if interval is None:
+            return None
+        pinger = WatchdogPinger(self.notifier, self.heartbeat, interval)
+        pinger.start()
+        return pinger
+
+    def _start_edges(self) -> None:
+        from .control import ControlServer
+        from .watch import SourceWatcher
+
+        self.control = ControlServer(Path(self.cfg.control.socket), self.handle, group=self.cfg.control.group)
+        self.control.start()
+        if self.cfg.watch.enabled:
+            self.watcher = SourceWatcher(
+                [Path(f) for f in self.cfg.sources.folders], settle_s=self.cfg.watch.settle_s,
+                on_ready=lambda paths: self.requests.put(lambda: self._queue_paths(paths)),
+                on_moved=lambda pairs: self.requests.put(lambda: self._moved(pairs)),
+                on_deleted=lambda paths: self.requests.put(lambda: self._deleted(paths)),
+                follow_symlinks=self.cfg.sources.follow_symlinks)
+            self.watcher.start()
+        self._start_devices()
+
+    def _start_devices(self) -> None:
+        from .devices import DeviceManager
+
+        self.devices = DeviceManager(self.cfg, self.requests.put)
+        self.devices.start()
+
+    def _stop_edges(self) -> None:
+        for edge in (self.devices, self.watcher, self.control):
+            if edge is not None:
+                try:
+                    edge.stop()
+                except Exception:  # noqa: BLE001 - stopping must go on for the others
+                    log.exception("error while stopping %s", type(edge).__name__)
+
+    # ---- main loop -----------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        assert self.engine is not None and self.lib is not None
+        last_status = 0.0
+        last_prune = time.monotonic()
+        while not self.stopping.is_set():
+            self.heartbeat.beat()
+            self._drain_requests()
+            if self.reload_requested.is_set():
+                self.reload_requested.clear()
+                self._reload()
+            busy = False
+            if not self.paused:
+                busy = self._import_some()
+                try:
+                    busy = self.engine.step(0.05 if busy else 0.2) or busy
+                except LibraryWriteError as exc:
+                    self._message(str(exc))
+                    self.paused = True
+                if self.devices is not None:
+                    busy = self.devices.step(self.lib) or busy
+            self._finish_jobs(busy)
+            now = time.monotonic()
+            if now - last_status > 2.0:
+                self._publish_status()
+                last_status = now
+            if now - last_prune > 300:
+                self.lib.prune_progress()
+                last_prune = now
+            if not busy:
+                try:
+                    self.requests.get(timeout=0.2)()
+                except queue.Empty:
+                    pass
+
+    def _drain_requests(self) -> None:
+        while True:
+            try:
+                action = self.requests.get_nowait()
+            except queue.Empty:
+                return
+            action()
+
+    def _import_some(self) -> bool:
+        """Import one queued job (its batches commit as they go); True if there was work."""
+        if not self.jobs:
+            return False
+        job = self.jobs.pop(0)
+        first = self.lib.next_file_id()  # type: ignore[union-attr]
+        try:
+            job.summary = self.importer.run(job.paths, catch_up=job.catch_up, progress=self._import_progress)
+        except _Stopping:
+            job.error = "the daemon stopped during this import; start it again and repeat the import"
+            job.finished.set()
+            return False
+        except LibraryWriteError as exc:
+            self._message(str(exc))
+            self.paused = True
+            job.error = str(exc)
+            job.finished.set()
+            return False
+        job.file_ids = (first, self.lib.next_file_id() - 1)  # type: ignore[union-attr]
+        job.imported = True
+        if job.summary.imported or job.summary.errors:
+            log.info("imported %d new file(s) (%d duplicate(s), %d error(s)) from %d path(s)",
+                     job.summary.imported, job.summary.duplicates, job.summary.errors, len(job.paths))
+        if job.follow:
+            self.followers.append(job)
+        else:
+            job.finished.set()
+        return True
+
+    def _import_progress(self, summary: ImportSummary) -> None:
+        """Between import batches: prove liveness, and let SIGTERM cut a long import short."""
+        self.heartbeat.beat()
+        if self.stopping.is_set():
+            raise _Stopping()
+        if time.monotonic() - self._last_import_status > 2.0:
+            self._last_import_status = time.monotonic()
+            self.notifier.status(f"importing: {summary.seen:,} seen, {summary.imported:,} new")
+
+    def _finish_jobs(self, busy: bool) -> None:
+        """A followed import is finished when the pipeline has nothing left to do."""
+        if busy or not self.followers:
+            return
+        for job in self.followers:
+            job.result = self._job_result(job)
+            job.finished.set()
+        self.followers.clear()
+
+    def _job_result(self, job: ImportJob) -> dict[str, Any]:
+        out = job.summary.to_dict()
+        lo, hi = job.file_ids or (0, -1)
+        q = lambda sql: int(self.lib.db.execute(sql, {"lo": lo, "hi": hi}).fetchone()[0] or 0)  # type: ignore[union-attr]  # noqa: E731
+        owned = "(id BETWEEN :lo AND :hi OR parent_id BETWEEN :lo AND :hi)"
+        out["split_parts"] = q("SELECT count(*) FROM files WHERE parent_id BETWEEN :lo AND :hi")
+        out["analysed"] = q(f"SELECT count(*) FROM files WHERE {owned} AND analysed_at IS NOT NULL")
+        out["analysis_errors"] = q(f"SELECT count(*) FROM files WHERE {owned} AND error_stage = 'analyze'")
+        return out
+
+    def _queue_paths(self, paths: list[Path]) -> None:
+        if paths:
+            self.jobs.append(ImportJob([str(p) for p in paths]))
+
+    def _moved(self, pairs: list[tuple[Path, Path]]) -> None:
+        """A file moved inside a watched tree: its source rows follow it."""
+        assert self.lib is not None
+        with self.lib.db.atomic():
+            for old, new in pairs:
+                for sid, origin in self.lib.db.execute(
+                        "SELECT id, origin FROM sources WHERE disk_path = ?", [str(old)]).fetchall():
+                    self.lib.db.execute(
+                        "UPDATE OR REPLACE sources SET disk_path = ?, origin = ?, missing = 0 WHERE id = ?",
+                        [str(new), str(new) + origin[len(str(old)):], sid])
+                self.lib.db.execute("UPDATE OR REPLACE scanned SET disk_path = ? WHERE disk_path = ?",
+                                    [str(new), str(old)])
+
+    def _deleted(self, paths: list[Path]) -> None:
+        """A source vanished: mark it missing; the library copy stays."""
+        assert self.lib is not None
+        with self.lib.db.atomic():
+            self.lib.db.conn.executemany("UPDATE sources SET missing = 1 WHERE disk_path = ?",
+                                         [(str(p),) for p in paths])
+            self.lib.db.conn.executemany("DELETE FROM scanned WHERE disk_path = ?", [(str(p),) for p in paths])
+
+    def _reload(self) -> None:
+        self.notifier.reloading()
+        try:
+            cfg = load_config(self.config_path)
+        except ConfigError as exc:
+            self._message(f"config reload failed, keeping the old config: {exc}")
+            log.error("config reload failed, keeping the old config: %s", exc)
+            self.notifier.ready()
+            return
+        old_folders = set(self.cfg.sources.folders)
+        self.cfg = cfg
+        self.engine.cfg = cfg  # type: ignore[union-attr]
+        self.importer.cfg = cfg
+        if self.watcher is not None:
+            self.watcher.set_folders([Path(f) for f in cfg.sources.folders])
+        new = [f for f in cfg.sources.folders if f not in old_folders and Path(f).exists()]
+        if new:
+            self.jobs.append(ImportJob(new, catch_up=True))
+        if self.devices is not None:
+            self.devices.reload(cfg)
+        self.engine.rewind()  # type: ignore[union-attr]
+        log.info("configuration reloaded")
+        self.notifier.ready()
+
+    def _message(self, text: str) -> None:
+        if text not in self.messages:
+            self.messages = (self.messages + [text])[-10:]
+
+    def _publish_status(self) -> None:
+        assert self.lib is not None
+        stages = self.lib.stage_counts(self.cfg.rename.enabled)
+        a = stages["analyze"]
+        devices = self.devices.snapshot() if self.devices is not None else []
+        errors = a["failed"] + stages["import"]["failed"]
+        text = (f"analysed {a['done']:,}/{a['done'] + a['queued']:,}, {errors:,} error(s), "
+                f"{sum(1 for d in devices if d.get('mounted')):,} device(s)")
+        if self.jobs:
+            text += f", {len(self.jobs)} import job(s) queued"
+        if self.paused:
+            text += ", paused"
+        self.notifier.status(text)
+        sources = [{"path": f, "watching": bool(self.watcher) and Path(f).exists(),
+                    "polling": bool(self.watcher) and Path(f) in getattr(self.watcher, "polling", set())}
+                   for f in self.cfg.sources.folders]
+        with self.snapshot_lock:
+            self.snapshot = {"sources": sources, "devices": devices, "status_line": text,
+                             "queued": {"import": sum(len(j.paths) for j in self.jobs)}}
+
+    # ---- control socket (runs on control threads: only queue work, read snapshots) ------
+
+    def handle(self, msg: dict[str, Any]) -> dict[str, Any] | Iterator[dict[str, Any]]:
+        cmd = msg.get("cmd")
+        if cmd == "status":
+            with self.snapshot_lock:
+                snap = dict(self.snapshot)
+            return {"ok": True, "daemon": {"running": True, "pid": os.getpid(),
+                                           "uptime_s": round(time.monotonic() - self.started, 1),
+                                           "version": __version__,
+                                           "state": "paused" if self.paused else "running"},
+                    "sources": snap.get("sources", []), "devices": snap.get("devices", []),
+                    "queued": snap.get("queued", {}), "messages": list(self.messages)}
+        if cmd == "import":
+            paths = msg.get("paths")
+            if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths) or not paths:
+                return {"ok": False, "error": "import needs a non-empty list of paths"}
+            job = ImportJob(paths, follow=bool(msg.get("wait")))
+            self.requests.put(lambda: self.jobs.append(job))
+            if not msg.get("wait"):
+                return {"ok": True, "queued": len(paths)}
+            return self._follow(job)
+        simple: dict[str, Callable[[], None]] = {
+            "rescan": lambda: self.jobs.append(ImportJob(list(self.cfg.sources.folders), catch_up=True)),
+            "pause": lambda: setattr(self, "paused", True),
+            "resume": self._resume,
+            "retry-failed": self._retry_failed,
+            "reload": self.reload_requested.set,
+        }
+        if cmd in simple:
+            self.requests.put(simple[cmd])
+            return {"ok": True}
+        if cmd == "sync":
+            if self.devices is None:
+                return {"ok": False, "error": "device sync is not running"}
+            return self.devices.request_sync(msg.get("device"), full=bool(msg.get("full")))
+        return {"ok": False, "error": f"unknown command {cmd!r}; known: status, import, rescan, pause, resume, "
+                                      "retry-failed, reload, sync"}
+
+    def _resume(self) -> None:
+        self.paused = False
+        self.messages = [m for m in self.messages if "cannot write to the library" not in m]
+
+    def _retry_failed(self) -> None:
+        assert self.lib is not None and self.engine is not None
+        count = self.lib.retry_failed()
+        self.engine.rewind()
+        log.info("retrying %d failed file(s)", count)
+
+    def _follow(self, job: ImportJob) -> Iterator[dict[str, Any]]:
+        while not job.finished.wait(0.5):
+            yield {"ok": True, "stage": "analyze" if job.imported else "import", "seen": job.summary.seen}
+        if job.error:
+            yield {"ok": False, "error": job.error}
+        else:
+            yield {"ok": True, "summary": job.result or job.summary.to_dict()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="midid", description="midid library daemon (runs in the foreground)")
+    parser.add_argument("--config", help="config file (else $MIDID_CONFIG, /etc/midid/midid.toml, ~/.config/...)")
+    parser.add_argument("--version", action="version", version=f"midid {__version__}")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(f"midid: {exc}", file=sys.stderr)
+        sys.exit(2)
+    setup_logging(cfg.log.level)
+    try:
+        code = Daemon(args.config).run()
+    except ImportJobError as exc:
+        log.error("%s", exc)
+        code = 1
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

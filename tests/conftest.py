@@ -1,0 +1,68 @@
+"""Shared fixtures: real corpus files, real config files, a real Ray for the whole session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "tests" / "data"
+CORPUS = REPO.parent / "shared" / "corpus"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test reads the machine's /etc/midid or ~/.config/midid by accident."""
+    monkeypatch.delenv("MIDID_CONFIG", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+
+
+@pytest.fixture
+def corpus() -> Path:
+    if not CORPUS.is_dir():
+        pytest.skip(f"needs the shared corpus at {CORPUS} (clone with ../shared beside the repo)")
+    return CORPUS
+
+
+@pytest.fixture
+def sample_midi() -> list[Path]:
+    """A few real files that ship with the repo: two Groove drum files and a POP909 song."""
+    return sorted(p for p in (DATA / "midi").iterdir() if p.suffix == ".mid")
+
+
+def write_config(tmp_path: Path, extra: str = "", name: str = "midid.toml") -> Path:
+    """A config whose library, database and socket live under tmp_path."""
+    path = tmp_path / name
+    path.write_text(
+        f'[library]\npath = "{tmp_path}/library"\ndatabase = "{tmp_path}/midid.sqlite3"\n'
+        f'[control]\nsocket = "{tmp_path}/midid.sock"\n' + extra
+    )
+    return path
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    return write_config(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One real local Ray for the session (start-up costs ~2 s; per-test would dominate)."""
+    ray = pytest.importorskip("ray")
+    from midid.pool import start_ray
+
+    start_ray("", 2, 128)
+    yield ray
+    ray.shutdown()
+
+
+def copy_tree(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    for root, dirs, files in os.walk(dst):
+        for name in dirs + files:
+            os.chmod(Path(root) / name, 0o755 if name in dirs else 0o644)
+    return dst

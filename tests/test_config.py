@@ -1,0 +1,109 @@
+"""Config: lookup order, drop-ins, validation messages, and `midictl config` edits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from midid.config import ConfigError, config_from_dict, find_config_file, load_config, set_value, unset_value
+from midid.ctl import cli
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_default_config_loads_and_names_every_key() -> None:
+    cfg = load_config(REPO / "etc" / "midid.toml")
+    text = (REPO / "etc" / "midid.toml").read_text()
+    for section, table in cfg.to_toml_dict().items():
+        assert f"[{section}]" in text, section
+        for key in table:
+            assert f"\n{key} =" in text or f"\n# {key} =" in text, f"{section}.{key} missing from etc/midid.toml"
+
+
+def test_builtin_defaults_without_any_file(tmp_path: Path) -> None:
+    cfg = load_config()
+    assert cfg.sources.mode == "copy"
+    assert cfg.import_.max_archive_depth == 10
+    assert cfg.database_path == cfg.library_path.parent / "midid.sqlite3"
+
+
+@pytest.mark.parametrize("data, words", [
+    ({"sources": {"mode": "mv"}}, ["sources.mode", "'mv'", '"copy" | "hardlink" | "move"']),
+    ({"import": {"max_archive_depth": -1}}, ["import.max_archive_depth", "-1", "0 to 64"]),
+    ({"import": {"max_ratio": "high"}}, ["import.max_ratio", "'high'"]),
+    ({"library": {"pth": "/x"}}, ["unknown key library.pth", "allowed keys: path, database"]),
+    ({"libary": {}}, ["unknown section [libary]"]),
+    ({"export": {"categories": ["Drums", "Kicks"]}}, ["export.categories", "DrumKicks"]),
+    ({"export": {"devices": [{"uuid": "1234", "profile": "mpc2"}]}}, ["export.devices[0].profile", "'mpc2'"]),
+    ({"rename": {"template": "{bpm}_{color}"}}, ["rename.template", "{bpm}"]),
+    ({"ray": {"address": "10.0.0.1:6379"}}, ["ray.address", 'ray://host:port']),
+    ({"watch": {"settle_s": True}}, ["watch.settle_s", "True"]),
+])
+def test_bad_values_give_one_line_naming_key_value_and_allowed(data: dict, words: list[str]) -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(data)
+    message = str(info.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message
+
+
+def test_lookup_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    env_file = tmp_path / "env.toml"
+    env_file.write_text('[sources]\nmode = "hardlink"\n')
+    user = tmp_path / "xdg-config" / "midid" / "midid.toml"
+    user.parent.mkdir(parents=True)
+    user.write_text('[sources]\nmode = "move"\n')
+    explicit = tmp_path / "explicit.toml"
+    explicit.write_text('[sources]\nmode = "copy"\n')
+    monkeypatch.setattr("midid.config.SYSTEM_CONFIG", tmp_path / "absent" / "midid.toml")
+    assert load_config().sources.mode == "move"
+    monkeypatch.setenv("MIDID_CONFIG", str(env_file))
+    assert load_config().sources.mode == "hardlink"
+    assert load_config(explicit).sources.mode == "copy"
+    assert find_config_file(explicit) == explicit
+
+
+def test_dropins_merge_in_order_and_set_keeps_the_users_file(tmp_path: Path) -> None:
+    main = tmp_path / "midid.toml"
+    original = '# my settings\n[sources]\nmode = "copy"  # keep copies\nfolders = ["/music"]\n'
+    main.write_text(original)
+    dropins = tmp_path / "midid.toml.d"
+    dropins.mkdir()
+    (dropins / "10-site.toml").write_text('[watch]\nsettle_s = 5.0\n')
+    (dropins / "90-late.toml").write_text('[watch]\nsettle_s = 7.0\n')
+    set_value(main, "sources.mode", "hardlink")
+    set_value(main, "export.label_patterns", '["MPC*", "MYDRIVE"]')
+    cfg = load_config(main)
+    assert main.read_text() == original
+    assert cfg.sources.mode == "hardlink"
+    assert cfg.sources.folders == ["/music"]
+    assert cfg.export.label_patterns == ["MPC*", "MYDRIVE"]
+    assert cfg.watch.settle_s == 7.0
+    assert cfg.origins["sources.mode"].endswith("50-midictl.toml")
+    assert cfg.origins["sources.folders"] == str(main)
+    with pytest.raises(ConfigError, match="pipeline.batch_size"):
+        set_value(main, "pipeline.batch_size", "0")
+    assert load_config(main).pipeline.batch_size == 256
+    assert unset_value(main, "sources.mode")
+    assert load_config(main).sources.mode == "copy"
+    assert not list(dropins.glob(".*tmp*"))
+
+
+def test_midictl_config_commands(tmp_path: Path) -> None:
+    main = tmp_path / "midid.toml"
+    main.write_text(f'[library]\npath = "{tmp_path}/lib"\n[control]\nsocket = "{tmp_path}/none.sock"\n')
+    run = CliRunner().invoke
+    assert run(cli, ["--config", str(main), "config", "set", "rename.enabled", "true"]).exit_code == 0
+    got = run(cli, ["--config", str(main), "config", "get", "rename.enabled"])
+    assert got.output.strip() == "true"
+    shown = run(cli, ["--config", str(main), "config", "show", "--origin"]).output
+    assert "rename.enabled = true    # " in shown and "50-midictl.toml" in shown
+    assert f"library.path = \"{tmp_path}/lib\"    # {main}" in shown
+    bad = run(cli, ["--config", str(main), "config", "set", "sources.mode", "teleport"])
+    assert bad.exit_code == 2 and "sources.mode" in bad.output and "teleport" in bad.output
+    unknown = run(cli, ["--config", str(main), "config", "get", "nope.key"])
+    assert unknown.exit_code == 2 and "unknown section [nope]" in unknown.output
+    assert run(cli, ["--config", str(main), "config", "path"]).output.strip() == str(main)
