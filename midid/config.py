@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,8 +94,8 @@ class ImportConfig:
 
 @dataclass
 class RayConfig:
-    address: str = _spec("", allowed='"" (start a local Ray), "auto", or "ray://host:port"',
-                         check=lambda v: v in ("", "auto") or v.startswith("ray://"))
+    address: str = _spec("", allowed='"" (start a local Ray), "auto", "host:port" or "ray://host:port"',
+                         check=lambda v: v in ("", "auto") or re.fullmatch(r"(ray://)?[\w.\-\[\]:]+:\d+", v) is not None)
     num_cpus: int = _spec(0, allowed="0 (all cores) or a positive integer", check=_nonnegative)
     object_store_mb: int = _spec(256, allowed="an integer of at least 80", check=lambda v: v >= 80)
 

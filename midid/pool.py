@@ -5,9 +5,11 @@ gets back outcomes; the same `midid.tasks` functions run either way, so a one-sh
 a handful of files needs no Ray start-up (~2 s) while the daemon keeps one Ray for its life.
 
 A Ray pool keeps at most `actors × max_in_flight` batches outstanding (backpressure: memory
-stays flat however large the import). A batch whose actor dies (a native crash or the OOM
-killer on a hostile file, or a hung batch we kill) is retried once whole, then bisected until
-the one poisoned task is isolated and reported as failed; Ray restarts the actor.
+stays flat however large the import). Every batch in flight on a pool when one of its actors
+dies (a native crash or the OOM killer on a hostile file, or a hung batch we kill) becomes a
+suspect; suspects run one at a time with the pool otherwise idle, so a suspect that kills its
+worker alone is guilty and is bisected until the one poisoned task is isolated and reported as
+failed. Innocent batches just finish on their second run. Ray restarts the actor.
 """
 
 from __future__ import annotations
@@ -94,26 +96,29 @@ class RayRunner:
 
     name = "ray"
 
-    def __init__(self, sizes: dict[str, int], *, max_in_flight: int = 2, batch_timeout_s: float = 120.0) -> None:
+    def __init__(self, sizes: dict[str, int], *, max_in_flight: int = 2, batch_timeout_s: float = 120.0,
+                 worker: type | None = None) -> None:
         import ray
 
         self._ray = ray
         # Actor counts come from the config, so Ray need not ration CPUs among them; SPREAD places
         # them across the nodes of a cluster.
         worker_cls = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0,
-                                scheduling_strategy="SPREAD")(_Worker)
+                                scheduling_strategy="SPREAD")(worker or _Worker)
         self.pools: dict[str, list[Any]] = {kind: [worker_cls.remote() for _ in range(max(1, n))]
                                             for kind, n in sizes.items()}
         self.max_in_flight = max_in_flight
         self.batch_timeout_s = batch_timeout_s
         self.in_flight: dict[Any, Batch] = {}
         self.load: dict[int, int] = {}
-        self._retry: deque[Batch] = deque()
+        self._suspects: list[Batch] = []
 
     def capacity(self, kind: str) -> int:
+        if any(b.kind == kind for b in self._suspects) or any(
+                b.kind == kind and b.attempt for b in self.in_flight.values()):
+            return 0
         busy = sum(1 for b in self.in_flight.values() if b.kind == kind)
-        queued = sum(1 for b in self._retry if b.kind == kind)
-        return len(self.pools[kind]) * self.max_in_flight - busy - queued
+        return len(self.pools[kind]) * self.max_in_flight - busy
 
     def submit(self, kind: str, tasks: Sequence[Any]) -> None:
         self._send(Batch(kind, tasks))
@@ -127,20 +132,20 @@ class RayRunner:
         self.in_flight[batch.ref] = batch
 
     def pending(self) -> int:
-        return len(self.in_flight) + len(self._retry)
+        return len(self.in_flight) + len(self._suspects)
 
     def wait(self, timeout_s: float) -> list[Done]:
-        """Collect finished batches; crashed ones come back as retries or isolated failures."""
+        """Collect finished batches; crashed ones come back as suspects or isolated failures."""
         ray = self._ray
-        while self._retry:
-            self._send(self._retry.popleft())
+        self._send_suspects()
         if not self.in_flight:
             return []
         ready, _ = ray.wait(list(self.in_flight), num_returns=1, timeout=timeout_s)
         if ready:
-            more, _ = ray.wait([r for r in self.in_flight if r not in ready], num_returns=len(self.in_flight) - len(ready),
-                               timeout=0)
-            ready += more
+            rest = [r for r in self.in_flight if r not in ready]
+            if rest:
+                more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+                ready += more
         out: list[Done] = []
         for ref in ready:
             batch = self.in_flight.pop(ref)
@@ -153,17 +158,25 @@ class RayRunner:
         self._kill_hung()
         return out
 
+    def _send_suspects(self) -> None:
+        """A suspect runs alone in its pool, so a crash can only be its own doing."""
+        for suspect in list(self._suspects):
+            if not any(b.kind == suspect.kind for b in self.in_flight.values()):
+                self._suspects.remove(suspect)
+                self._send(suspect)
+
     def _crashed(self, batch: Batch, exc: BaseException) -> list[Done]:
-        log.warning("a %s worker died on a batch of %d (%s); retrying", batch.kind, len(batch.tasks),
+        """Batches in flight when a worker died are suspects; one that dies alone is guilty."""
+        log.warning("a %s worker died with a batch of %d in flight (%s)", batch.kind, len(batch.tasks),
                     type(exc).__name__)
-        if len(batch.tasks) == 1 and batch.attempt >= 1:
-            return [Done(batch.kind, batch.tasks, None, CRASH_ERROR)]
         if batch.attempt == 0:
-            self._retry.append(Batch(batch.kind, batch.tasks, attempt=1))
-        else:
-            half = len(batch.tasks) // 2
-            self._retry.append(Batch(batch.kind, batch.tasks[:half], attempt=1))
-            self._retry.append(Batch(batch.kind, batch.tasks[half:], attempt=1))
+            self._suspects.append(Batch(batch.kind, batch.tasks, attempt=1))
+            return []
+        if len(batch.tasks) == 1:
+            return [Done(batch.kind, batch.tasks, None, CRASH_ERROR)]
+        half = len(batch.tasks) // 2
+        self._suspects.append(Batch(batch.kind, batch.tasks[:half], attempt=batch.attempt + 1))
+        self._suspects.append(Batch(batch.kind, batch.tasks[half:], attempt=batch.attempt + 1))
         return []
 
     def _kill_hung(self) -> None:

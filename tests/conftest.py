@@ -36,6 +36,7 @@ def sample_midi() -> list[Path]:
 
 def write_config(tmp_path: Path, extra: str = "", name: str = "midid.toml") -> Path:
     """A config whose library, database and socket live under tmp_path."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / name
     path.write_text(
         f'[library]\npath = "{tmp_path}/library"\ndatabase = "{tmp_path}/midid.sqlite3"\n'

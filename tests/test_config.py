@@ -38,7 +38,7 @@ def test_builtin_defaults_without_any_file(tmp_path: Path) -> None:
     ({"export": {"categories": ["Drums", "Kicks"]}}, ["export.categories", "DrumKicks"]),
     ({"export": {"devices": [{"uuid": "1234", "profile": "mpc2"}]}}, ["export.devices[0].profile", "'mpc2'"]),
     ({"rename": {"template": "{bpm}_{color}"}}, ["rename.template", "{bpm}"]),
-    ({"ray": {"address": "10.0.0.1:6379"}}, ["ray.address", 'ray://host:port']),
+    ({"ray": {"address": "head-node"}}, ["ray.address", 'ray://host:port']),
     ({"watch": {"settle_s": True}}, ["watch.settle_s", "True"]),
 ])
 def test_bad_values_give_one_line_naming_key_value_and_allowed(data: dict, words: list[str]) -> None:
