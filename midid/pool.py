@@ -74,12 +74,17 @@ class LocalRunner:
 
 def start_ray(address: str, num_cpus: int, object_store_mb: int) -> None:
     """Join a cluster or start a quiet local Ray sized for a small machine."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    if address and (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+                    or os.path.exists(os.path.expanduser("~/.ray/auth_token"))):
+        # `ray start` enables token authentication; a driver sends the token only in token
+        # mode, which Ray reads when it is imported.
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
     import ray
 
     if ray.is_initialized():
         return
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     common: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False,
                               "configure_logging": False}
     if address:

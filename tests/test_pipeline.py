@@ -1,0 +1,223 @@
+"""The pipeline engine on real Ray and in-process: split, analyze, rename, crashes, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mido
+import pytest
+import symusic
+
+from conftest import DATA, write_config
+from midid.config import load_config
+from midid.db import Library
+from midid.engine import Engine
+from midid.importer import Importer
+from midid.pool import CRASH_ERROR, LocalRunner, RayRunner, _Worker
+
+POISON = b"MIDID-TEST-POISON"
+
+
+def corpus_subset(corpus: Path, dest: Path, n_groove: int = 12, n_pop: int = 4) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    grooves = sorted(corpus.glob("groove/drummer1/session1/*.mid"))[:n_groove]
+    songs = sorted(corpus.glob("pop909/0[0-9][0-9]/0*.mid"))[:n_pop]
+    for f in grooves + songs:
+        (dest / f.name).write_bytes(f.read_bytes())
+    return dest
+
+
+def import_and_run(config: Path, src: Path, runner) -> tuple[Library, Engine]:
+    cfg = load_config(config)
+    lib = Library(cfg.database_path)
+    Importer(cfg, lib).run([src])
+    engine = Engine(cfg, lib, runner)
+    engine.run()
+    return lib, engine
+
+
+def analysis_rows(lib: Library) -> dict[str, dict]:
+    return {r["path"]: r for r in lib.db.query(
+        "SELECT f.path, a.* FROM files f JOIN analysis a ON a.file_id = f.id")}
+
+
+def test_ray_pools_and_in_process_give_the_same_library(tmp_path: Path, corpus: Path, ray_local) -> None:
+    src = corpus_subset(corpus, tmp_path / "src")
+    lib_local, _ = import_and_run(write_config(tmp_path / "a"), src, LocalRunner())
+    runner = RayRunner({"analyze": 2, "split": 1}, max_in_flight=2)
+    try:
+        lib_ray, engine = import_and_run(write_config(tmp_path / "b"), src, runner)
+    finally:
+        runner.shutdown()
+    local, remote = analysis_rows(lib_local), analysis_rows(lib_ray)
+    assert len(local) == 16 + 3 * 4             # 16 originals, 3 parts per POP909 song
+    assert local.keys() == remote.keys()
+    for path, row in local.items():
+        other = remote[path]
+        for key in ("bpm", "key_tonic", "key_mode", "category", "chords", "notes", "is_drums"):
+            assert row[key] == other[key], (path, key)
+    assert engine.totals.split_parts == 12 and engine.totals.analysed == 28
+    queued = lib_ray.stage_counts(False)
+    assert queued["analyze"]["queued"] == 0 and queued["split"]["queued"] == 0
+    assert queued["analyze"]["done"] == 28 and queued["split"]["done"] == 16 + 12
+
+
+def test_split_parts_are_library_files_equal_to_their_source_tracks(tmp_path: Path, sample_midi) -> None:
+    song = next(p for p in sample_midi if p.name.startswith("pop909"))
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / song.name).write_bytes(song.read_bytes())
+    lib, engine = import_and_run(write_config(tmp_path), src, LocalRunner())
+    parent = lib.db.execute("SELECT id, path FROM files WHERE parent_id IS NULL").fetchone()
+    parts = lib.db.execute("SELECT path, part_index FROM files WHERE parent_id = ? ORDER BY part_index",
+                           [parent[0]]).fetchall()
+    assert [p[0].rsplit("/", 1)[-1] for p in parts] == ["pop909_003_MELODY.mid", "pop909_003_BRIDGE.mid",
+                                                        "pop909_003_PIANO.mid"]
+    source = symusic.Score.from_midi(song.read_bytes())
+    for (path, index), track in zip(parts, source.tracks):
+        part = symusic.Score(str(tmp_path / "library" / path))
+        assert len(part.tracks) == 1
+        assert part.tracks[0].notes.numpy()["pitch"].tolist() == track.notes.numpy()["pitch"].tolist()
+        assert part.tracks[0].notes.numpy()["time"].tolist() == track.notes.numpy()["time"].tolist()
+        assert [t.qpm for t in part.tempos] == [t.qpm for t in source.tempos]
+    tags = {r[0] for r in lib.db.execute("SELECT tag FROM tags WHERE source = 'split'")}
+    assert {"track:MELODY", "track:BRIDGE", "track:PIANO"} <= tags
+
+
+class PoisonWorker(_Worker):
+    """A real actor that dies (as on a native crash) when a batch holds the poisoned file."""
+
+    def run(self, kind, tasks):  # type: ignore[no-untyped-def]
+        if any(POISON in t.data for t in tasks):
+            os._exit(3)
+        return super().run(kind, tasks)
+
+
+def test_a_file_that_kills_its_worker_is_isolated_and_the_rest_analysed(tmp_path: Path, sample_midi, ray_local) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    base = sample_midi[0].read_bytes()
+    for i in range(40):
+        (src / f"ok{i:02d}.mid").write_bytes(base + i.to_bytes(2, "big"))
+    (src / "poison.mid").write_bytes(base + POISON)
+    config = write_config(tmp_path, "[pipeline]\nbatch_size = 8\n")
+    # Ray workers cannot import this test module: ship the class by value.
+    ray_local.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    runner = RayRunner({"analyze": 2, "split": 1}, max_in_flight=2, worker=PoisonWorker)
+    try:
+        lib, engine = import_and_run(config, src, runner)
+    finally:
+        runner.shutdown()
+    rows = dict(lib.db.execute("SELECT name, coalesce(error, 'ok') FROM files").fetchall())
+    assert rows.pop("poison.mid") == CRASH_ERROR
+    assert set(rows.values()) == {"ok"} and len(rows) == 40
+    assert engine.totals.analysed == 40 and engine.totals.analysis_errors == 1
+
+
+def test_rename_gives_template_names_and_keeps_the_original_searchable(tmp_path: Path, sample_midi) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for f in sample_midi:
+        (src / f.name).write_bytes(f.read_bytes())
+    config = write_config(tmp_path, '[rename]\nenabled = true\ntemplate = "{bpm}bpm_{key}_{category}"\n')
+    lib, engine = import_and_run(config, src, LocalRunner())
+    rows = list(lib.db.query("SELECT f.path, f.original_path, f.name, a.bpm, a.category FROM files f"
+                             " JOIN analysis a ON a.file_id = f.id WHERE f.parent_id IS NULL"))
+    groove = next(r for r in rows if r["name"].startswith("100_neworleans"))
+    assert groove["path"].rsplit("/", 1)[-1] == f"94bpm_{groove['category']}.mid"
+    assert groove["original_path"].endswith("100_neworleans-secondline_94_beat_4-4.mid")
+    for r in rows:
+        assert (tmp_path / "library" / r["path"]).is_file()
+        assert not (tmp_path / "library" / r["original_path"]).exists()
+    hits = lib.db.execute("SELECT rowid FROM search WHERE search MATCH 'neworleans'").fetchall()
+    assert hits, "the original name stays searchable"
+    assert len({r["path"].casefold() for r in rows}) == len(rows)
+
+
+def _integrity(tmp_path: Path, expected: int) -> None:
+    with sqlite3.connect(tmp_path / "midid.sqlite3") as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        originals = conn.execute("SELECT count(*) FROM files WHERE parent_id IS NULL").fetchone()[0]
+        analysed = conn.execute("SELECT count(*) FROM analysis").fetchone()[0]
+        files = conn.execute("SELECT count(*) FROM files").fetchone()[0]
+        paths = {r[0] for r in conn.execute("SELECT path FROM files")}
+        dup_analysis = conn.execute("SELECT count(*) - count(DISTINCT file_id) FROM analysis").fetchone()[0]
+    assert originals == expected
+    assert analysed == files and dup_analysis == 0
+    on_disk = {str(p.relative_to(tmp_path / "library")) for p in (tmp_path / "library").rglob("*")
+               if p.is_file() and ".midid-staging" not in p.parts}
+    assert on_disk == paths
+    assert not any((tmp_path / "library" / ".midid-staging").iterdir())
+
+
+def test_kill_9_at_random_points_then_resume(tmp_path: Path, sample_midi) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    song = next(p for p in sample_midi if p.name.startswith("pop909")).read_bytes()
+    drums = sample_midi[0].read_bytes()
+    n = 1500
+    for i in range(n):
+        data = song if i % 5 == 0 else drums
+        (src / f"f{i:05d}.mid").write_bytes(data + i.to_bytes(4, "big"))
+    config = write_config(tmp_path, "[pipeline]\nbatch_size = 64\n")
+    cmd = [sys.executable, "-m", "midid.ctl", "--config", str(config), "import", "--local", "--json", str(src)]
+    rng = random.Random(1234)
+    for _ in range(4):
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.3, 3.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["imported"] + summary["duplicates"] == n
+    _integrity(tmp_path, n)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_joins_a_ray_cluster_started_with_ray_start_head(tmp_path: Path, sample_midi) -> None:
+    port = _free_port()
+    ray_bin = Path(sys.executable).with_name("ray")
+    head = subprocess.Popen(
+        [str(ray_bin), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
+         "--include-dashboard=false", "--disable-usage-stats", "--node-ip-address=127.0.0.1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        src = tmp_path / "src"
+        src.mkdir()
+        for f in sample_midi:
+            (src / f.name).write_bytes(f.read_bytes())
+        config = write_config(tmp_path, f'[ray]\naddress = "127.0.0.1:{port}"\n')
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.5)
+        time.sleep(3)  # the head's raylet registers a moment after its GCS port opens
+        done = subprocess.run([sys.executable, "-m", "midid.ctl", "--config", str(config), "import",
+                               "--local", "--json", str(src)], capture_output=True, text=True, timeout=240)
+        assert done.returncode == 0, done.stderr
+        summary = json.loads(done.stdout.strip().splitlines()[-1])
+        assert summary["analysed"] == len(sample_midi) + 3
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
