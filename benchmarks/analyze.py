@@ -1,0 +1,418 @@
+"""Speed and accuracy of midid's analysis against symusic, pretty_midi and music21.
+
+Run: ``.venv/bin/python benchmarks/analyze.py [--music21 N]``; ``--fit`` instead re-fits the
+learned constants (key templates on POP909 001-150, tempo weights on Groove drummers 1 and 2)
+and prints them with their score on both halves. Uses ../shared/corpus (Groove MIDI
+drums, POP909 songs). Prints one table of files/s and ms/file (bare symusic parse as the
+baseline, measured in the same run) and one of accuracy, each split into the two halves
+used for cross-validation (POP909 songs 001-150 / 151-300; Groove drummers 1, 2 / 4, 5, 10).
+
+Accuracy definitions:
+- key: MIREX weighted score (same 1.0, fifth 0.5, relative 0.3, parallel 0.2) against the
+  longest-lasting key in key_audio.txt.
+- tempo estimate: Groove beat files with tempo events removed and note ticks re-timed so they
+  reflect real seconds at the default 120 BPM; within 4 % of the labelled BPM, and within 4 %
+  allowing 1/2x, 2/3x, 1.5x, 2x.
+- drums: is_drums on every Groove (drums) and POP909 (melodic) file.
+- single-part drums: each Groove beat cut to one kit part (>= 8 hits) -> Drum* category.
+- chords: POP909 chord_midi.txt reduced to the major/minor vocabulary, share of labelled time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+from symusic import Note, Score, Track
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from midid.analysis import analyze_bytes  # noqa: E402
+from midid.analysis.category import PART_CATEGORY  # noqa: E402
+from midid.analysis.drums import PART_OF_PITCH, PARTS  # noqa: E402
+from midid.analysis.key import ALBRECHT_SHANAHAN, TONICS  # noqa: E402
+from midid.analysis.parse import parse_midi  # noqa: E402
+from midid.analysis.timing import ticks_to_seconds  # noqa: E402
+
+CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+FLAT_TO_SHARP = {"Db": "C#", "Eb": "D#", "Gb": "F#", "Ab": "G#", "Bb": "A#", "Cb": "B",
+                 "Fb": "E", "E#": "F", "B#": "C"}
+FIT_DRUMMERS = ("drummer1", "drummer2")
+
+
+def pitch_class(name: str) -> int:
+    """Pitch class of a note name with sharps or flats ("Gb" -> 6)."""
+    return TONICS.index(FLAT_TO_SHARP.get(name, name))
+
+
+# ----- corpus -----------------------------------------------------------------------------
+def pop909_songs() -> list[Path]:
+    return sorted(p for p in (CORPUS / "pop909").iterdir() if p.is_dir())
+
+
+def groove_rows() -> list[dict[str, str]]:
+    with open(CORPUS / "groove" / "info.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def longest_key(song: Path) -> tuple[int, str]:
+    """(tonic pitch class, "major"/"minor") of the key lasting longest in key_audio.txt."""
+    held: dict[str, float] = {}
+    for line in (song / "key_audio.txt").read_text().split("\n"):
+        if line.strip():
+            start, end, key = line.split()
+            held[key] = held.get(key, 0.0) + float(end) - float(start)
+    tonic, mode = max(held, key=held.__getitem__).split(":")
+    return pitch_class(tonic), "major" if mode == "maj" else "minor"
+
+
+def mirex(est: tuple[int, str] | None, ref: tuple[int, str]) -> float:
+    """MIREX key score: same 1, fifth above/below (same mode) 0.5, relative 0.3, parallel 0.2."""
+    if est is None:
+        return 0.0
+    (et, em), (rt, rm) = est, ref
+    if est == ref:
+        return 1.0
+    if em == rm and (et - rt) % 12 in (5, 7):
+        return 0.5
+    if em != rm and (et - rt) % 12 == (9 if rm == "major" else 3):
+        return 0.3
+    if em != rm and et == rt:
+        return 0.2
+    return 0.0
+
+
+def retime_to_seconds(data: bytes) -> bytes:
+    """Drop tempo events and re-time notes so ticks are real seconds at 120 BPM / 480 tpq."""
+    sec = Score.from_midi(data).to("second")
+    out = Score(480)
+    for track in sec.tracks:
+        new = Track(track.name, track.program, track.is_drum)
+        for n in track.notes:
+            new.notes.append(
+                Note(round(n.time * 960), max(1, round(n.duration * 960)), n.pitch, n.velocity)
+            )
+        out.tracks.append(new)
+    return out.dumps_midi()
+
+
+def single_part_files(data: bytes, min_hits: int = 8) -> dict[str, bytes]:
+    """The drum file cut to each kit part with at least ``min_hits`` hits."""
+    score = Score.from_midi(data)
+    out = {}
+    for i, part in enumerate(PARTS):
+        cut = score.copy()
+        for track in cut.tracks:
+            keep = [n for n in track.notes if PART_OF_PITCH[n.pitch] == i]
+            track.notes.clear()
+            track.notes.extend(keep)
+        if sum(len(t.notes) for t in cut.tracks) >= min_hits:
+            out[part] = cut.dumps_midi()
+    return out
+
+
+def majmin(label: str) -> str | None:
+    """Reduce a chord label to root:maj / root:min / N; None for chords outside that vocabulary."""
+    if label == "N":
+        return "N"
+    root, quality = label.split(":")
+    quality = quality.split("/")[0]
+    root = TONICS[pitch_class(root)]
+    if quality in ("maj", "maj7", "7", "maj6", "9", "maj9"):
+        return f"{root}:maj"
+    if quality in ("min", "min7", "min6", "minmaj7", "min9"):
+        return f"{root}:min"
+    return None
+
+
+def chord_accuracy(song: Path, data: bytes, chords: list[dict]) -> tuple[float, float]:
+    """(correct seconds, evaluated seconds) of estimated chords against chord_midi.txt."""
+    midi = parse_midi(data)
+    if not chords:
+        return 0.0, 0.0
+    beats = np.array([c["beat"] for c in chords])
+    starts = ticks_to_seconds(np.round(beats * midi.tpq).astype(np.int64), midi)
+    labels = [majmin(c["label"]) for c in chords]
+    correct = total = 0.0
+    for line in (song / "chord_midi.txt").read_text().split("\n"):
+        if not line.strip():
+            continue
+        s, e, lab = line.split()
+        ref = majmin(lab)
+        s, e = float(s), float(e)
+        if ref is None or e <= s:
+            continue
+        total += e - s
+        i0 = max(int(np.searchsorted(starts, s, side="right")) - 1, 0)
+        i1 = int(np.searchsorted(starts, e, side="left"))
+        for i in range(i0, max(i1, i0 + 1)):
+            seg_s = starts[i]
+            seg_e = starts[i + 1] if i + 1 < len(starts) else e
+            overlap = min(e, seg_e) - max(s, seg_s)
+            if overlap > 0 and labels[i] == ref:
+                correct += overlap
+    return correct, total
+
+
+# ----- runs -------------------------------------------------------------------------------
+def timed(fn: Callable[[bytes], object], blobs: list[bytes]) -> tuple[float, list]:
+    """Seconds per file for ``fn`` over ``blobs`` and the results."""
+    t0 = time.perf_counter()
+    out = [fn(b) for b in blobs]
+    return (time.perf_counter() - t0) / max(len(blobs), 1), out
+
+
+def halves(values: Iterable[tuple[bool, float]]) -> tuple[float, float, float]:
+    """Mean over (fit half, check half, all) of (is_fit, value) pairs."""
+    vals = list(values)
+    fit = [v for f, v in vals if f]
+    check = [v for f, v in vals if not f]
+    mean = lambda xs: float(np.mean(xs)) if xs else float("nan")  # noqa: E731
+    return mean(fit), mean(check), mean([v for _, v in vals])
+
+
+def within(est: float | None, ref: float, factors: tuple[float, ...] = (1.0,)) -> bool:
+    return est is not None and any(abs(est / (ref * f) - 1) <= 0.04 for f in factors)
+
+
+OCTAVES = (1.0, 0.5, 2.0, 2 / 3, 1.5)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--music21", type=int, default=10, help="POP909 songs for music21")
+    parser.add_argument("--fit", action="store_true", help="re-fit key and tempo constants")
+    args = parser.parse_args(argv)
+    if args.fit:
+        fit_key()
+        fit_tempo()
+        return
+    songs = pop909_songs()
+    rows = groove_rows()
+    pop_blobs = [(s / f"{s.name}.mid").read_bytes() for s in songs]
+    groove_blobs = [(CORPUS / "groove" / r["midi_filename"]).read_bytes() for r in rows]
+    all_blobs = pop_blobs + groove_blobs
+
+    # speed
+    t_parse, _ = timed(Score.from_midi, all_blobs)
+    t_ours, results = timed(analyze_bytes, all_blobs)
+    pop_res, groove_res = results[: len(pop_blobs)], results[len(pop_blobs) :]
+    speed = [("symusic Score.from_midi (baseline)", t_parse), ("midid analyze_bytes", t_ours)]
+    pm_key = None
+    try:
+        import pretty_midi
+
+        def pm_run(b: bytes) -> float:
+            pm = pretty_midi.PrettyMIDI(io.BytesIO(b))
+            pm.get_tempo_changes()
+            return pm.estimate_tempo()
+
+        t_pm, _ = timed(pm_run, all_blobs)
+        speed.append(("pretty_midi load + estimate_tempo", t_pm))
+    except ImportError:
+        pretty_midi = None
+    m21 = None
+    try:
+        import music21
+
+        sample = list(range(0, len(songs), max(1, len(songs) // args.music21)))[: args.music21]
+
+        def m21_key(b: bytes) -> tuple[int, str]:
+            k = music21.converter.parseData(b, format="midi").analyze("key")
+            return k.tonic.pitchClass, k.mode
+
+        t_m21, m21_keys = timed(m21_key, [pop_blobs[i] for i in sample])
+        speed.append((f"music21 parse + analyze('key') ({len(sample)} songs)", t_m21))
+        m21 = [(int(songs[i].name) <= 150, mirex(k, longest_key(songs[i])))
+               for i, k in zip(sample, m21_keys, strict=True)]
+    except ImportError:
+        pass
+
+    print(f"{'speed':44s} {'files/s':>9s} {'ms/file':>9s} {'x parse':>8s}")
+    for name, t in speed:
+        print(f"{name:44s} {1 / t:9.0f} {t * 1000:9.3f} {t / t_parse:8.1f}")
+    key_speed = _key_speed(pop_blobs)
+    print(f"{'midid key only (chroma + match)':44s} {1 / key_speed:9.0f} {key_speed * 1000:9.4f}")
+
+    # accuracy
+    acc: list[tuple[str, tuple[float, float, float]]] = []
+    key_scores = []
+    chord_parts: list[tuple[bool, float, float]] = []
+    for song, blob, res in zip(songs, pop_blobs, pop_res, strict=True):
+        fit = int(song.name) <= 150
+        est = (TONICS.index(res.key_tonic), res.key_mode) if res.key_tonic else None
+        key_scores.append((fit, mirex(est, longest_key(song))))
+        c, t = chord_accuracy(song, blob, res.chords)
+        chord_parts.append((fit, c, t))
+    acc.append(("key MIREX, POP909 (midid)", halves(key_scores)))
+    acc.append(("key MIREX, POP909 (Albrecht-Shanahan profile)",
+                halves((int(s.name) <= 150, mirex(albrecht_shanahan_key(b), longest_key(s)))
+                       for s, b in zip(songs, pop_blobs, strict=True))))
+    if m21:
+        acc.append(("key MIREX, POP909 sample (music21)", halves(m21)))
+    chord_fit = [(c, t) for f, c, t in chord_parts if f]
+    chord_chk = [(c, t) for f, c, t in chord_parts if not f]
+    ratio = lambda xs: sum(c for c, _ in xs) / sum(t for _, t in xs)  # noqa: E731
+    acc.append(("chords maj/min by duration, POP909", (ratio(chord_fit), ratio(chord_chk),
+                                                          ratio(chord_fit + chord_chk))))
+
+    fit_flags = [r["drummer"] in FIT_DRUMMERS for r in rows]
+    meta = [(f, float(res.bpm == float(r["bpm"]) and res.bpm_source == "meta"))
+            for f, r, res in zip(fit_flags, rows, groove_res, strict=True)]
+    acc.append(("BPM from tempo events, Groove", halves(meta)))
+    beats = [(f, r, b) for f, r, b in zip(fit_flags, rows, groove_blobs, strict=True)
+             if r["beat_type"] == "beat"]
+    retimed = [retime_to_seconds(b) for _, _, b in beats]
+    est = [analyze_bytes(b).bpm_estimate for b in retimed]
+    acc.append(("bpm_estimate within 4 %, Groove beats (midid)",
+                halves((f, float(within(e, float(r["bpm"])))) for (f, r, _), e in zip(beats, est))))
+    acc.append(("bpm_estimate within 4 % any octave (midid)",
+                halves((f, float(within(e, float(r["bpm"]), OCTAVES)))
+                       for (f, r, _), e in zip(beats, est))))
+    if pretty_midi is not None:
+        pm_est = [pretty_midi.PrettyMIDI(io.BytesIO(b)).estimate_tempo() for b in retimed]
+        acc.append(("bpm_estimate within 4 % (pretty_midi)",
+                    halves((f, float(within(e, float(r["bpm"]))))
+                           for (f, r, _), e in zip(beats, pm_est))))
+        acc.append(("bpm_estimate within 4 % any octave (pretty_midi)",
+                    halves((f, float(within(e, float(r["bpm"]), OCTAVES)))
+                           for (f, r, _), e in zip(beats, pm_est))))
+
+    drums = [(int(s.name) <= 150, float(not r.is_drums)) for s, r in zip(songs, pop_res)]
+    drums += [(f, float(r.is_drums)) for f, r in zip(fit_flags, groove_res)]
+    acc.append(("drums vs melodic (midid)", halves(drums)))
+    if pretty_midi is not None:
+        def pm_drums(b: bytes) -> bool:
+            insts = pretty_midi.PrettyMIDI(io.BytesIO(b)).instruments
+            n_drum = sum(len(i.notes) for i in insts if i.is_drum)
+            return n_drum * 2 >= sum(len(i.notes) for i in insts)
+        pmd = [(int(s.name) <= 150, float(not pm_drums(b))) for s, b in zip(songs, pop_blobs)]
+        pmd += [(f, float(pm_drums(b))) for f, b in zip(fit_flags, groove_blobs)]
+        acc.append(("drums vs melodic (pretty_midi)", halves(pmd)))
+    single = []
+    for f, _, b in beats:
+        for part, cut in single_part_files(b).items():
+            single.append((f, float(analyze_bytes(cut).category == PART_CATEGORY[part])))
+    acc.append((f"single-part drum files -> Drum* ({len(single)} files)", halves(single)))
+
+    print(f"\n{'accuracy':52s} {'fit half':>9s} {'check':>7s} {'all':>7s}")
+    for name, (a, b, c) in acc:
+        print(f"{name:52s} {a:9.3f} {b:7.3f} {c:7.3f}")
+
+
+# ----- fitting (softmax regression, numpy Adam) -----------------------------------------
+def softmax_fit(x: np.ndarray, target: np.ndarray, w0: np.ndarray, l2: float,
+                steps: int = 3000, lr: float = 0.05) -> np.ndarray:
+    """Weights w maximising log P(target) with P = softmax over candidates of x @ w.
+
+    ``x`` is (items, candidates, features); ``target`` a boolean (items, candidates) mask of
+    the right answers. L2 pulls w towards the starting point ``w0``."""
+    w, m, v = w0.copy(), np.zeros_like(w0), np.zeros_like(w0)
+    ok = target.any(axis=1)
+    x, target = x[ok], target[ok]
+    for t in range(1, steps + 1):
+        s = x @ w
+        p = np.exp(s - s.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        q = p * target
+        q /= q.sum(axis=1, keepdims=True)
+        g = np.einsum("nc,ncf->f", p - q, x) / len(x) + l2 * (w - w0)
+        m = 0.9 * m + 0.1 * g
+        v = 0.999 * v + 0.001 * g * g
+        w -= lr * (m / (1 - 0.9**t)) / (np.sqrt(v / (1 - 0.999**t)) + 1e-8)
+    return w
+
+
+def fit_key() -> None:
+    """Key templates: start from Albrecht-Shanahan, fit on POP909 001-150."""
+    from midid.analysis.key import key_features, key_matrix
+
+    songs = pop909_songs()
+    feats, truth, fit = [], [], []
+    for song in songs:
+        m = parse_midi((song / f"{song.name}.mid").read_bytes())
+        feats.append(key_features(m.pitch, (m.end - m.start) / m.tpq))
+        tonic, mode = longest_key(song)
+        truth.append(tonic + 12 * (mode == "minor"))
+        fit.append(int(song.name) <= 150)
+    feats_arr, fit_arr = np.array(feats), np.array(fit)
+    # x[n, key, j] = d score(key) / d weight j, since scores are linear in the templates.
+    basis = np.eye(2 * 3 * 12).reshape(-1, 2, 3, 12)
+    x = np.stack([feats_arr @ key_matrix(b).T for b in basis], axis=-1)
+    z = (ALBRECHT_SHANAHAN - ALBRECHT_SHANAHAN.mean(axis=1, keepdims=True)) / \
+        ALBRECHT_SHANAHAN.std(axis=1, keepdims=True)
+    w0 = np.zeros((2, 3, 12))
+    w0[:, 0] = z
+    target = np.eye(24, dtype=bool)[truth]
+    w = softmax_fit(x[fit_arr], target[fit_arr], w0.ravel(), l2=1e-3)
+    best = np.argmax(x @ w, axis=1)
+    scores = [mirex((b % 12, ("major", "minor")[b // 12]),
+                    (t % 12, ("major", "minor")[t // 12])) for b, t in zip(best, truth)]
+    print("key templates (fit 001-150):", halves(zip(fit, scores)))
+    print(np.array2string(w.reshape(2, 3, 12), precision=3, separator=", "))
+
+
+def fit_tempo() -> None:
+    """Tempo weights: fit on the beats of Groove drummers 1 and 2, check on 4, 5 and 10."""
+    from midid.analysis.analyze import _drum_notes, onset_roles
+    from midid.analysis.tempo import CANDIDATES, WEIGHTS, features
+
+    feats, truth, fit, bpms = [], [], [], []
+    for row in groove_rows():
+        if row["beat_type"] != "beat":
+            continue
+        m = parse_midi(retime_to_seconds((CORPUS / "groove" / row["midi_filename"]).read_bytes()))
+        f = features(ticks_to_seconds(m.start, m), m.velocity / 127.0,
+                     onset_roles(m.pitch, _drum_notes(m, [])))
+        if f is None:
+            continue
+        bpm = float(row["bpm"])
+        feats.append(f)
+        truth.append(np.abs(CANDIDATES / bpm - 1) <= 0.03)
+        fit.append(row["drummer"] in FIT_DRUMMERS)
+        bpms.append(bpm)
+    x, target, fit_arr = np.array(feats), np.array(truth), np.array(fit)
+    # Start from a plain metrical comb (beat, its half, its double and bar) with a log prior.
+    w0 = np.zeros_like(WEIGHTS)
+    w0[:6] = [0.25, 0.0, 0.25, 1.0, 0.5, 0.25]
+    w0[-1] = -0.6
+    w = softmax_fit(x[fit_arr], target[fit_arr], w0, l2=1e-2)
+    est = CANDIDATES[np.argmax(x @ w, axis=1)]
+    print("tempo within 4 % (fit 1, 2):", halves(zip(fit, (within(e, b) for e, b in
+                                                            zip(est, bpms)))))
+    print(np.array2string(w, precision=3, separator=", "))
+
+
+def _key_speed(blobs: list[bytes]) -> float:
+    """Seconds per file of the key step alone (profiles from parsed notes + template match)."""
+    from midid.analysis.key import find_key
+
+    parsed = [parse_midi(b) for b in blobs[:100]]
+    durations = [(m.end - m.start) / m.tpq for m in parsed]
+    t0 = time.perf_counter()
+    for m, d in zip(parsed, durations, strict=True):
+        find_key(m.pitch, d)
+    return (time.perf_counter() - t0) / len(parsed)
+
+
+def albrecht_shanahan_key(data: bytes) -> tuple[int, str]:
+    """Peer baseline: duration-weighted chroma correlated with Albrecht-Shanahan profiles."""
+    m = parse_midi(data)
+    chroma = np.bincount(m.pitch % 12, weights=(m.end - m.start).astype(float), minlength=12)
+    best, best_key = -np.inf, (0, "major")
+    for mode, profile in zip(("major", "minor"), ALBRECHT_SHANAHAN, strict=True):
+        for tonic in range(12):
+            r = np.corrcoef(chroma, np.roll(profile, tonic))[0, 1]
+            if r > best:
+                best, best_key = r, (tonic, mode)
+    return best_key
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""The tempo map: ticks to seconds, the file's tempo, time signature and length in bars.
+
+A set-tempo event holds microseconds per quarter note (mspq); BPM here always means quarter
+notes per minute, whatever the time signature says.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .parse import DEFAULT_MSPQ, ParsedMidi
+
+
+@dataclass(frozen=True)
+class TempoSummary:
+    """``bpm`` is the tempo holding for the most ticks of the music (None without tempo events);
+    ``changes`` counts set-tempo events that change the value."""
+
+    bpm: float | None
+    changes: int
+
+
+def ticks_to_seconds(ticks: np.ndarray, midi: ParsedMidi) -> np.ndarray:
+    """Seconds from the start of the file for tick positions, following the tempo map."""
+    ticks = np.asarray(ticks, dtype=np.int64)
+    if not midi.tempo_ticks.size:
+        return ticks * (DEFAULT_MSPQ / 1e6 / midi.tpq)
+    bt, mspq = midi.tempo_ticks, midi.tempo_mspq
+    if bt[0] > 0:
+        bt = np.concatenate(([0], bt))
+        mspq = np.concatenate(([DEFAULT_MSPQ], mspq))
+    sec_per_tick = mspq / 1e6 / midi.tpq
+    sec_at = np.concatenate(([0.0], np.cumsum(np.diff(bt) * sec_per_tick[:-1])))
+    idx = np.searchsorted(bt, ticks, side="right") - 1
+    idx = np.maximum(idx, 0)
+    return sec_at[idx] + (ticks - bt[idx]) * sec_per_tick[idx]
+
+
+def tempo_summary(midi: ParsedMidi, last_tick: int) -> TempoSummary:
+    """The dominant tempo up to ``last_tick`` and the number of tempo changes."""
+    mspq = midi.tempo_mspq
+    if not mspq.size:
+        return TempoSummary(bpm=None, changes=0)
+    changes = int(np.count_nonzero(mspq[1:] != mspq[:-1]))
+    bt = midi.tempo_ticks
+    ends = np.append(bt[1:], max(last_tick, int(bt[-1]) + 1))
+    span = np.clip(ends, 0, None) - np.clip(bt, 0, ends)
+    values, inverse = np.unique(mspq, return_inverse=True)
+    held = np.bincount(inverse, weights=span.astype(np.float64), minlength=values.size)
+    dominant = int(values[int(np.argmax(held))]) if held.max() > 0 else int(mspq[0])
+    return TempoSummary(bpm=round(60e6 / dominant, 2), changes=changes)
+
+
+def time_signature(midi: ParsedMidi) -> tuple[int, int]:
+    """The time signature in force at the first note (4/4 when the file has none)."""
+    first = int(midi.start[0]) if midi.start.size else 0
+    valid = [(t, n, d) for t, n, d in midi.time_signatures if 0 < n <= 64 and 0 < d <= 64]
+    if not valid:
+        return (4, 4)
+    before = [s for s in valid if s[0] <= first]
+    _, num, den = before[-1] if before else valid[0]
+    return (num, den)
+
+
+def bar_count(end_quarters: float, signature: tuple[int, int]) -> int:
+    """Whole bars needed to hold music ending at ``end_quarters`` (a little slack for
+    notes released just before the bar line would otherwise be lost to rounding)."""
+    quarters_per_bar = signature[0] * 4.0 / signature[1]
+    if end_quarters <= 0:
+        return 0
+    return max(1, math.ceil(end_quarters / quarters_per_bar - 0.02))
