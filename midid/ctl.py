@@ -212,6 +212,132 @@ def _bar_chart(console: Console, title: str, hist: dict[str, int]) -> None:
     console.print(table)
 
 
+# ---- export, devices, sync ---------------------------------------------------------------
+
+
+@cli.command("export")
+@click.option("--to", "target", required=True, type=click.Path(file_okay=False), help="Folder or mounted drive.")
+@click.option("--profile", type=click.Choice(["mpc", "force"]), help="Folder layout (default: [export] profile).")
+@click.option("--category", "categories", multiple=True, type=click.Choice(CATEGORIES),
+              help="Only these categories (repeatable; default: [export] categories).")
+@click.option("--dry-run", is_flag=True, help="Print the plan, copy nothing.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def export_cmd(ctx: click.Context, target: str, profile: str | None, categories: tuple[str, ...], dry_run: bool,
+               as_json: bool) -> None:
+    """Export categorised files into the MPC/Force folder layout under DIR/<root>."""
+    from rich.progress import Progress
+
+    from .exporter import export_to_folder
+
+    cfg = _config(ctx)
+    lib = _open_readonly(cfg)
+    dest = Path(target).resolve()
+    with Progress(transient=True, disable=as_json or dry_run or not _tty()) as bar:
+        task = bar.add_task("export", total=None)
+        summary, items = export_to_folder(
+            lib, cfg.library_path, dest, profile=profile or cfg.export.profile, root=cfg.export.root,
+            categories=categories or cfg.export.categories, dry_run=dry_run,
+            progress=lambda done, total: bar.update(task, completed=done, total=total))
+    if dry_run:
+        for item in items:
+            if as_json:
+                _emit_json({"from": str(item.src), "to": item.dest_rel, "category": item.category})
+            else:
+                click.echo(f"{item.src}  ->  {item.dest_rel}")
+        if not as_json:
+            click.echo(f"{len(items)} file(s) to copy, {summary.skipped_already_there} already there")
+        return
+    if as_json:
+        _emit_json(summary.to_dict())
+        return
+    Console().print(f"copied {summary.copied:,} file(s) ({summary.bytes / 1e6:,.1f} MB), "
+                    f"{summary.skipped_already_there:,} already there, {summary.progressions} .progression file(s), "
+                    f"{summary.errors} error(s)")
+    for failure in summary.failed[:20]:
+        Console().print(f"  [red]failed[/red] {failure['path']}: {failure['error']}", highlight=False)
+    if summary.stopped:
+        raise Fatal(f"stopped: {summary.stopped}; {summary.not_copied} file(s) not copied")
+
+
+@cli.command("devices")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def devices_cmd(ctx: click.Context, as_json: bool) -> None:
+    """Known export drives: attached now or not, last sync, files pending."""
+    from .status import device_rows
+
+    rows = device_rows(_config(ctx))
+    if as_json:
+        for row in rows:
+            _emit_json(row)
+        return
+    table = Table("drive", "uuid", "profile", "attached", "state", "last sync", "pending", box=None)
+    for r in rows:
+        last = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["last_sync"])) if r.get("last_sync") else "never"
+        table.add_row(r.get("label") or "", r["uuid"], r.get("profile") or "", "yes" if r.get("attached") else "no",
+                      (r.get("state") or "") + (f" — {r['message']}" if r.get("message") else ""), last,
+                      str(r.get("pending", "")))
+    Console().print(table)
+    if not rows:
+        err_console.print("no export drive seen yet; plug one in (label MPC*, FORCE*, AKAI* or listed in [export] devices)")
+
+
+@cli.command("sync")
+@click.argument("device", required=False)
+@click.option("--full", is_flag=True, help="Also copy again files you deleted on the drive.")
+@click.pass_context
+def sync_cmd(ctx: click.Context, device: str | None, full: bool) -> None:
+    """Sync attached export drives now (the daemon does it on plug-in by itself)."""
+    reply = _daemon(ctx, {"cmd": "sync", "device": device, "full": full})
+    click.echo(f"syncing {', '.join(reply.get('devices', []))}")
+
+
+@cli.command("retry-failed")
+@click.pass_context
+def retry_failed_cmd(ctx: click.Context) -> None:
+    """Queue files whose split or analysis failed again (after fixing or upgrading)."""
+    _daemon(ctx, {"cmd": "retry-failed"})
+    click.echo("failed files queued again")
+
+
+@cli.command("rescan")
+@click.pass_context
+def rescan_cmd(ctx: click.Context) -> None:
+    """Look through the source folders for files the watcher missed."""
+    _daemon(ctx, {"cmd": "rescan"})
+    click.echo("rescan queued")
+
+
+@cli.command("pause")
+@click.pass_context
+def pause_cmd(ctx: click.Context) -> None:
+    """Pause importing, analysis and syncing."""
+    _daemon(ctx, {"cmd": "pause"})
+
+
+@cli.command("resume")
+@click.pass_context
+def resume_cmd(ctx: click.Context) -> None:
+    """Resume after `pause` (or after a full library disk was freed)."""
+    _daemon(ctx, {"cmd": "resume"})
+
+
+def _daemon(ctx: click.Context, msg: dict[str, Any]) -> dict[str, Any]:
+    from .control import DaemonNotRunning, request
+
+    cfg = _config(ctx)
+    try:
+        reply = request(Path(cfg.control.socket), msg)
+    except DaemonNotRunning as exc:
+        raise Fatal(f"{exc}; start it with `systemctl start midid`") from None
+    except PermissionError as exc:
+        raise Fatal(str(exc)) from None
+    if not reply.get("ok"):
+        raise Fatal(str(reply.get("error")))
+    return reply
+
+
 # ---- config ------------------------------------------------------------------------------
 
 
@@ -254,7 +380,7 @@ def config_get(ctx: click.Context, key: str) -> None:
     click.echo(json.dumps(value) if not isinstance(value, str) else value)
 
 
-@config_group.command("set")
+@config_group.command("set", context_settings={"ignore_unknown_options": True})
 @click.argument("key")
 @click.argument("value")
 @click.pass_context

@@ -78,12 +78,13 @@ class Daemon:
     # ---- life cycle ----------------------------------------------------------------------
 
     def run(self) -> int:
-        signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
-        signal.signal(signal.SIGINT, lambda *_: self.stopping.set())
-        signal.signal(signal.SIGHUP, lambda *_: self.reload_requested.set())
         with writer_lock(self.cfg):
             self.lib = open_library(self.cfg)
             runner = make_runner(self.cfg)
+            # After Ray starts: its driver set-up installs handlers of its own.
+            signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
+            signal.signal(signal.SIGINT, lambda *_: self.stopping.set())
+            signal.signal(signal.SIGHUP, lambda *_: self.reload_requested.set())
             self.engine = Engine(self.cfg, self.lib, runner)
             self.importer = Importer(self.cfg, self.lib, batch_size=self.cfg.pipeline.batch_size)
             self._start_edges()

@@ -45,6 +45,7 @@ def _migrate_1(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX idx_files_parent ON files(parent_id)")
     db.execute("CREATE INDEX idx_files_analyse_queue ON files(id) WHERE analysed_at IS NULL AND error IS NULL")
     db.execute("CREATE INDEX idx_files_split_queue ON files(id) WHERE split_at IS NULL AND parent_id IS NULL AND error IS NULL")
+    db.execute("CREATE INDEX idx_files_analysed_at ON files(analysed_at)")
     db.execute("CREATE INDEX idx_files_rename_queue ON files(id) WHERE renamed_at IS NULL AND analysed_at IS NOT NULL")
     db["sources"].create(
         {"id": int, "file_id": int, "origin": str, "disk_path": str, "kind": str, "size": int,

@@ -91,7 +91,8 @@ def start_ray(address: str, num_cpus: int, object_store_mb: int) -> None:
         log.info("joining Ray cluster at %s", address)
         ray.init(address=address, **common)
         return
-    ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
+    # address="local": always our own Ray, never a cluster that happens to run on this machine.
+    ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
              object_store_memory=object_store_mb * 1024 * 1024, **common)
     log.info("started a local Ray with %s CPUs", num_cpus or os.cpu_count())
 

@@ -145,7 +145,7 @@ def daemon_import(cfg: Config, paths: list[str], *, wait: bool, show_progress: b
         final: dict[str, Any] | None = None
         with _progress(show_progress) as bar:
             task = bar.add_task("daemon import", total=None) if bar else None
-            for message in request_stream(sock, {"cmd": "import", "paths": paths, "wait": True}, timeout=None):
+            for message in request_stream(sock, {"cmd": "import", "paths": paths, "wait": True}, timeout=60):
                 if not message.get("ok", True):
                     raise ImportJobError(f"the daemon refused the import: {message.get('error')}")
                 if "summary" in message:

@@ -86,3 +86,23 @@ def _duration(seconds: float | None) -> str:
         return "?"
     s = int(seconds)
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def device_rows(cfg: Config) -> list[dict[str, Any]]:
+    """Every drive the library has seen, merged with what the daemon has attached now."""
+    live = {d["uuid"]: d for d in collect_status(cfg)["devices"] if d.get("devnode")}
+    rows: list[dict[str, Any]] = []
+    if cfg.database_path.exists():
+        lib = Library(cfg.database_path, readonly=True)
+        try:
+            for row in lib.db.query("SELECT d.*, (SELECT count(*) FROM exports e WHERE e.device_uuid = d.uuid"
+                                    " AND e.gone = 0) AS exported FROM devices d ORDER BY last_seen DESC"):
+                row["attached"] = row["uuid"] in live
+                if row["attached"]:
+                    row.update({k: live[row["uuid"]][k] for k in ("state", "message", "pending", "mountpoint")})
+                rows.append(row)
+        finally:
+            lib.close()
+    known = {r["uuid"] for r in rows}
+    rows += [dict(d, attached=True) for uuid, d in live.items() if uuid not in known]
+    return rows

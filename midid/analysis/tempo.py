@@ -1,122 +1,145 @@
 """Tempo from note onsets alone (in seconds), for files whose tempo map is missing or wrong.
 
-Onsets become onset-strength envelopes (FRAME_RATE frames per second, velocity-weighted): one
-for all notes and one per rhythmic role - low (kick, or pitched notes below E3), backbeat
-(snare, clap, rim) and high (hats and cymbals). Their autocorrelations are read at each
-candidate beat period and at its multiples and fractions (a metrical comb: a beat is supported
-by its bar, its subdivisions and by the snare landing every second beat). A linear score over
-those readings plus a quadratic prior on log-tempo picks the tempo; its weights were fitted by
-cross-validation on the Groove MIDI drummers (docs/analysis.md, benchmarks/analyze.py --fit).
+Onsets become onset-strength envelopes (FRAME_RATE frames per second, velocity-weighted, over
+the first MAX_SECONDS): one for all notes and one per rhythmic role - low (kick, or pitched
+notes below E3), backbeat (snare, clap, rim) and high (hats and cymbals). One batched FFT gives
+their spectra and autocorrelations. Each candidate tempo is then read off them: the
+autocorrelation at the beat period and its multiples and fractions (a metrical comb: a beat is
+supported by its bar, its subdivisions and by the snare landing every second beat), spectral
+coherence at 1/2 to 4 cycles per beat, the phase relation of kick and snare, and how many
+onsets fall per beat. A linear score over those readings plus a quadratic prior on log-tempo
+picks the tempo; its weights were fitted by softmax regression on Groove MIDI drummers 1 and 2
+and checked on drummers 4, 5 and 10 (docs/analysis.md, ``benchmarks/analyze.py --fit``).
 The score resolves octave errors (1/2x, 2x, 2/3x, 1.5x), the hard part of onset tempo.
+
+Every index that depends only on the candidate grid is computed once at import, so a file
+costs one bincount, one FFT pair and a few gathers, whatever its length.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-FRAME_RATE = 100.0  # envelope frames per second
-MAX_SECONDS = 120.0  # the first two minutes are plenty to find a tempo
+FRAME_RATE = 50.0  # envelope frames per second (20 ms: about a drummer's timing jitter)
+MAX_SECONDS = 20.0  # the first 20 s (8 bars at 96 BPM) are plenty to find a loop's tempo
 MIN_ONSETS = 8
-BPM_RANGE = (40.0, 250.0)
-CANDIDATES = np.exp(np.linspace(np.log(BPM_RANGE[0]), np.log(BPM_RANGE[1]), 400))
+BPM_RANGE = (40.0, 320.0)
+CANDIDATES = np.geomspace(BPM_RANGE[0], BPM_RANGE[1], 360)
 ROLES = ("all", "low", "back", "high")
-# (role, lag in beats) autocorrelation readings that make up the features.
+# (role, lag in beats) autocorrelation readings.
 READINGS = (
-    ("all", 0.25), ("all", 1 / 3), ("all", 0.5), ("all", 1.0), ("all", 2.0), ("all", 4.0),
-    ("low", 1.0), ("low", 2.0), ("low", 4.0),
-    ("back", 1.0), ("back", 2.0), ("back", 4.0),
-    ("high", 0.5), ("high", 1.0),
+    ("all", 0.25), ("all", 1 / 3), ("all", 0.5), ("all", 2 / 3), ("all", 1.0), ("all", 1.5),
+    ("all", 2.0), ("all", 3.0), ("all", 4.0),
+    ("low", 0.5), ("low", 1.0), ("low", 2.0), ("low", 4.0),
+    ("back", 0.5), ("back", 1.0), ("back", 2.0), ("back", 4.0),
+    ("high", 0.25), ("high", 1 / 3), ("high", 0.5), ("high", 1.0), ("high", 2.0),
 )
-# (role, cycles per beat) spectral coherence readings: how well the role's onsets line up on a
-# grid of that rate (0.5 = every two beats, 3 = triplet eighths).
-COHERENCE = (
-    ("all", 0.5), ("all", 1.0), ("all", 2.0), ("all", 3.0), ("all", 4.0),
-    ("low", 0.5), ("low", 1.0), ("low", 2.0),
-    ("back", 0.5), ("back", 1.0), ("back", 2.0),
-    ("high", 1.0), ("high", 2.0), ("high", 3.0), ("high", 4.0),
-)
+# Spectral coherence rates in cycles per beat (0.5 = every two beats, 3 = triplet eighths),
+# read for every role: how well the role's onsets line up on a grid of that rate.
+RATES = (0.5, 1.0, 2.0, 3.0, 4.0)
 # Phase agreement of low and backbeat onsets every two beats (-1 when they alternate, as a
 # kick on 1 and a snare on 2 do) and every beat.
 CROSS = (0.5, 1.0)
-_SMOOTH = np.array([0.25, 0.5, 1.0, 0.5, 0.25])
+_SMOOTH = np.array([0.5, 1.0, 0.5])  # a +-20 ms spread, applied in the spectrum for free
 _PRIOR_CENTER = 120.0
-_MAX_LAG = int(FRAME_RATE * 60.0 / BPM_RANGE[0] * max(b for _, b in READINGS)) + 2
-# Weights of the linear tempo score, in feature order: READINGS, COHERENCE, CROSS, then
-# log2(bpm/120) and its square (the prior). Fitted by softmax over CANDIDATES (L2 0.01) on the
-# beats of Groove drummers 1 and 2, checked on drummers 4, 5 and 10: reproduce with
-# ``benchmarks/analyze.py --fit`` (docs/analysis.md).
+_MAX_LAG_S = 4.0  # autocorrelation lags beyond 4 s read as 0 (only slow 4-beat readings)
+_MAX_LAG = int(_MAX_LAG_S * FRAME_RATE)
+_ROLE_ROW = {r: i for i, r in enumerate(ROLES)}
+
+
+def _reading_index() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flat gather indices (into a (roles, _MAX_LAG + 2) ACF) and interpolation weights for
+    every (candidate, reading): fixed by the grid, so computed once."""
+    period = 60.0 * FRAME_RATE / CANDIDATES
+    lag = np.outer(period, [b for _, b in READINGS])
+    rows = np.array([_ROLE_ROW[r] for r, _ in READINGS])
+    inside = lag <= _MAX_LAG
+    lag = np.minimum(lag, _MAX_LAG)
+    base = np.floor(lag).astype(np.int64)
+    frac = np.where(inside, lag - base, 0.0)
+    flat = rows[None, :] * (_MAX_LAG + 2) + base
+    return flat, frac, inside.astype(np.float64)
+
+
+_GATHER, _FRAC, _INSIDE = _reading_index()
+_Z = np.log2(CANDIDATES / _PRIOR_CENTER)
+_RATE_ARR = np.array(RATES)
+_CROSS_COLS = np.array([RATES.index(c) for c in CROSS])
+FEATURE_NAMES = (
+    [f"acf {r} {b:.3g}" for r, b in READINGS]
+    + [f"coh {r} {c:g}" for r in ROLES for c in RATES]
+    + [f"cross {c:g}" for c in CROSS]
+    + [f"log2 {r} onsets/beat{sq}" for r in ROLES for sq in ("", " ^2")]
+    + ["log2 bpm/120", "log2 bpm/120 ^2"]
+)
+# Weights of the linear tempo score, in FEATURE_NAMES order. Fitted by softmax over
+# CANDIDATES (L2 towards a plain metrical comb) on the beats of Groove drummers 1 and 2,
+# checked on drummers 4, 5 and 10: reproduce with ``benchmarks/analyze.py --fit``.
 WEIGHTS = np.array([
-    1.7, -0.566, 0.082, 1.288, 3.183, 2.0, 0.681, 0.11, 0.576, 0.093, -0.477,
-    0.767, 0.554, 1.293, 0.027, -0.186, 0.274, 1.363, 0.274, 1.004, 0.927, 0.403,
-    1.559, 0.793, -0.748, -0.468, -0.151, -0.44, 0.065, 0.247, -0.032, 0.092, -2.656,
+    1.235, -0.953, 0.36, 1.868, 0.68, -0.902, 2.489, 0.294, 1.307,
+    -0.136, -0.29, -0.138, -0.159, 0.087, -0.133, -1.555, 0.293, 0.408,
+    0.352, 0.698, 0.292, -0.362, 0.252, 1.138, 0.815, 1.301, 1.556,
+    0.645, 1.011, 0.823, -0.174, -0.171, 0.813, 0.514, -0.393, 0.878,
+    0.755, 0.293, -0.052, 0.061, -0.031, 1.327, -0.115, 0.364, 0.768,
+    -1.191, 0.768, 0.184, 0.768, 0.017, 0.768, -0.027, -0.768, -1.658,
 ])
 
 
 def envelopes(onset_s: np.ndarray, weight: np.ndarray, role: np.ndarray) -> np.ndarray:
     """(len(ROLES), frames) weighted onset envelopes; ``role`` indexes ROLES[1:], -1 = none."""
-    frames = np.round(onset_s * FRAME_RATE).astype(np.int64)
+    frames = (onset_s * FRAME_RATE + 0.5).astype(np.int64)
     keep = (frames >= 0) & (frames < MAX_SECONDS * FRAME_RATE)
     frames, weight, role = frames[keep], weight[keep], role[keep]
     n = int(frames.max()) + 1 if frames.size else 1
+    rows = (role.astype(np.int64) + 1) * n + frames
     has_role = role >= 0
-    flat = np.concatenate((frames, (role[has_role].astype(np.int64) + 1) * n + frames[has_role]))
-    weights = np.concatenate((weight, weight[has_role]))
-    return np.bincount(flat, weights=weights, minlength=len(ROLES) * n).reshape(len(ROLES), n)
-
-
-def spectra(env: np.ndarray, max_lag: int) -> tuple[np.ndarray, int]:
-    """Real FFT of each mean-removed envelope row, smoothed by _SMOOTH (timing jitter of
-    ~20 ms), and the FFT length. Padding to twice the length keeps lags up to ``max_lag``
-    from wrapping and interpolates the spectrum finely enough that a long, steady file's
-    narrow peak is not missed between bins."""
-    x = env - env.mean(axis=1, keepdims=True)
-    n = 1 << int(np.ceil(np.log2(2 * x.shape[1] + max_lag + _SMOOTH.size)))
-    return np.fft.rfft(x, n, axis=1) * np.fft.rfft(_SMOOTH, n), n
-
-
-def autocorrelations(spec: np.ndarray, n: int, size: int, max_lag: int) -> np.ndarray:
-    """Unbiased, normalised autocorrelation of each envelope row up to ``max_lag`` frames."""
-    acf = np.fft.irfft(spec.real**2 + spec.imag**2, n, axis=1)[:, : max_lag + 1]
-    acf /= np.maximum(size - np.arange(acf.shape[1]), size / 4)
-    zero = acf[:, :1]
-    return np.divide(acf, zero, out=np.zeros_like(acf), where=zero > 0)
+    env = np.bincount(frames, weights=weight, minlength=len(ROLES) * n)
+    env += np.bincount(rows[has_role], weights=weight[has_role], minlength=len(ROLES) * n)
+    return env.reshape(len(ROLES), n)
 
 
 def features(onset_s: np.ndarray, weight: np.ndarray, role: np.ndarray) -> np.ndarray | None:
-    """(len(CANDIDATES), len(WEIGHTS)) feature matrix; None with fewer than MIN_ONSETS onsets."""
-    if np.unique(np.round(onset_s * FRAME_RATE)).size < MIN_ONSETS:
-        return None
+    """(len(CANDIDATES), len(FEATURE_NAMES)) features; None with < MIN_ONSETS onset frames.
+
+    ``onset_s`` in seconds (any order), ``weight`` per-onset strength (velocity / 127),
+    ``role`` indexes ROLES[1:] or is -1."""
     env = envelopes(onset_s, weight, role)
-    spec, n = spectra(env, _MAX_LAG)
-    max_lag = _MAX_LAG
-    acf = autocorrelations(spec, n, env.shape[1], max_lag)
-    period = 60.0 * FRAME_RATE / CANDIDATES
-    lag_axis = np.arange(acf.shape[1])
-    cols = [
-        np.interp(period * beats, lag_axis, acf[ROLES.index(r)], right=0.0)
-        for r, beats in READINGS
-    ]
+    size = env.shape[1]
+    onset_frames = np.count_nonzero(env, axis=1)
+    if onset_frames[0] < MIN_ONSETS:
+        return None
+    x = env - env.mean(axis=1, keepdims=True)
+    n = 1 << int(np.ceil(np.log2(size + _MAX_LAG + _SMOOTH.size)))
+    spec = np.fft.rfft(x, n, axis=1) * np.fft.rfft(_SMOOTH, n)
+    acf = np.fft.irfft(spec.real**2 + spec.imag**2, n, axis=1)[:, : _MAX_LAG + 2]
+    # Unbiased: a lag of k frames overlaps size - k frames (floored so long lags of a short
+    # loop do not blow up), then normalised by the zero lag.
+    acf /= np.maximum(size - np.arange(_MAX_LAG + 2), size / 4)
+    zero = acf[:, :1]
+    acf = np.divide(acf, zero, out=np.zeros_like(acf), where=zero > 0).ravel()
+    readings = (acf[_GATHER] * (1.0 - _FRAC) + acf[_GATHER + 1] * _FRAC) * _INSIDE
+    bins = np.minimum(np.outer(CANDIDATES * (n / 60.0 / FRAME_RATE), _RATE_ARR) + 0.5,
+                      spec.shape[1] - 1).astype(np.int64)
+    at = spec[:, bins]  # (roles, candidates, rates)
     total = np.maximum(env.sum(axis=1), 1e-9)
-    bins = CANDIDATES / 60.0 * n / FRAME_RATE  # FFT bin of one cycle per beat
-    index = np.minimum(np.round(np.outer(bins, [0.5, 1.0, 2.0, 3.0, 4.0])).astype(np.int64),
-                       spec.shape[1] - 1)
-    rate_col = {0.5: 0, 1.0: 1, 2.0: 2, 3.0: 3, 4.0: 4}
-    for r, rate in COHERENCE:
-        row = ROLES.index(r)
-        cols.append(np.abs(spec[row, index[:, rate_col[rate]]]) / total[row])
-    low, back = spec[ROLES.index("low")], spec[ROLES.index("back")]
-    for rate in CROSS:
-        a, b = low[index[:, rate_col[rate]]], back[index[:, rate_col[rate]]]
-        mag = np.abs(a) * np.abs(b)
-        cols.append(np.divide((a * np.conj(b)).real, mag, out=np.zeros(a.size), where=mag > 0))
-    z = np.log2(CANDIDATES / _PRIOR_CENTER)
-    return np.column_stack([*cols, z, z * z])
+    coherence = np.abs(at) / total[:, None, None]
+    low, back = at[1][:, _CROSS_COLS], at[2][:, _CROSS_COLS]
+    mag = np.abs(low) * np.abs(back)
+    cross = np.divide((low * np.conj(back)).real, mag, out=np.zeros(mag.shape), where=mag > 0)
+    # Onset frames per beat of each role (log2, 0.5 floor for roles without onsets).
+    per_beat = np.log2(np.outer(60.0 * FRAME_RATE / size / CANDIDATES,
+                                np.maximum(onset_frames, 0.5)))
+    return np.column_stack(
+        [readings, coherence.transpose(1, 0, 2).reshape(CANDIDATES.size, -1), cross,
+         np.stack([per_beat, per_beat**2], axis=2).reshape(CANDIDATES.size, -1), _Z, _Z * _Z]
+    )
 
 
 def estimate_bpm(onset_s: np.ndarray, weight: np.ndarray, role: np.ndarray) -> float | None:
-    """Beats per minute from onset times in seconds; None with fewer than MIN_ONSETS onsets.
+    """Beats (quarter notes) per minute from onset times in seconds; None with fewer than
+    MIN_ONSETS distinct onset frames.
 
-    ``weight`` is per-onset strength (velocity); ``role`` indexes ROLES[1:] or is -1.
+    ``weight`` is per-onset strength (velocity / 127); ``role`` indexes ROLES[1:] or is -1.
     """
     feats = features(onset_s, weight, role)
     if feats is None:

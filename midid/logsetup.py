@@ -1,0 +1,46 @@
+"""Logging set-up: the journal when systemd connected our stderr to it, else short lines on stderr."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from systemd.journal import JournalHandler
+
+QUIET_LOGGERS = ("ray", "watchdog", "urllib3")
+"""Third-party loggers held at WARNING: their INFO chatter drowns the daemon's own."""
+
+
+def journal_is_stderr() -> bool:
+    """True if stderr (fd 2) is the stream systemd connected to the journal.
+
+    systemd sets ``JOURNAL_STREAM=<st_dev>:<st_ino>`` for the service's stdout/stderr; a child
+    whose stderr was redirected elsewhere inherits the variable, so compare it with fd 2 itself.
+    """
+    stream = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        st = os.fstat(2)
+    except OSError:
+        return False
+    return stream == f"{st.st_dev}:{st.st_ino}"
+
+
+def setup_logging(level: str = "INFO") -> None:
+    """Configure the root logger once for the daemon or ``midictl`` (replaces earlier handlers).
+
+    Journal records carry ``SYSLOG_IDENTIFIER=midid`` and the level as the journal priority, so
+    the message alone is formatted; on stderr each line gets a time, level and logger name.
+    """
+    handler: logging.Handler
+    if journal_is_stderr():
+        handler = JournalHandler(SYSLOG_IDENTIFIER="midid")
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+        )
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -1,0 +1,241 @@
+"""The real daemon as a subprocess: systemd notify protocol, watched folders, control socket."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import DATA, write_config
+
+MIDICTL = [sys.executable, "-m", "midid.ctl"]
+
+
+class NotifySocket:
+    """A NOTIFY_SOCKET as systemd provides it: a datagram socket collecting messages."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.2)
+        self.messages: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._collect, daemon=True)
+        self._thread.start()
+
+    def _collect(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(65536)
+            except (socket.timeout, OSError):
+                continue
+            self.messages.extend(data.decode().splitlines())
+
+    def wait_for(self, prefix: str, timeout: float = 90.0, after: int = 0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.messages[after:]:
+                if line.startswith(prefix):
+                    return line
+            time.sleep(0.05)
+        raise AssertionError(f"no {prefix!r} within {timeout} s; got {self.messages[-20:]}")
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
+
+
+class Daemon:
+    def __init__(self, tmp_path: Path, config: Path, watchdog_usec: int = 4_000_000) -> None:
+        self.tmp_path, self.config = tmp_path, config
+        self.notify = NotifySocket(tmp_path / f"notify-{time.monotonic_ns()}.sock")
+        env = dict(os.environ, NOTIFY_SOCKET=str(self.notify.path), WATCHDOG_USEC=str(watchdog_usec))
+        env.pop("WATCHDOG_PID", None)
+        self.log = open(tmp_path / "daemon.log", "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "midid.daemon", "--config", str(config)],
+                                     stdout=self.log, stderr=self.log, env=env)
+
+    def ready(self) -> "Daemon":
+        try:
+            self.notify.wait_for("READY=1")
+        except AssertionError:
+            raise AssertionError((self.tmp_path / "daemon.log").read_text()[-3000:]) from None
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        code = self.proc.wait(60)
+        self.notify.close()
+        self.log.close()
+        return code
+
+
+@pytest.fixture
+def daemon_env(tmp_path: Path):
+    src = tmp_path / "src"
+    src.mkdir()
+    config = write_config(tmp_path, f'[sources]\nfolders = ["{src}"]\n[watch]\nsettle_s = 0.5\n'
+                                    "[ray]\nnum_cpus = 2\nobject_store_mb = 100\n[pipeline]\nanalyze_actors = 1\n"
+                                    "[export]\nenabled = false\n")
+    started: list[Daemon] = []
+
+    def start(**kw) -> Daemon:
+        d = Daemon(tmp_path, config, **kw)
+        started.append(d)
+        return d.ready()
+
+    yield tmp_path, src, config, start
+    for d in started:
+        if d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait()
+
+
+def ctl(config: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([*MIDICTL, "--config", str(config), *args], capture_output=True, text=True, timeout=timeout)
+
+
+def status(config: Path) -> dict:
+    done = ctl(config, "status", "--json")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def wait_until(predicate, timeout: float = 60.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def files_in_db(tmp_path: Path) -> dict[str, int]:
+    with sqlite3.connect(tmp_path / "midid.sqlite3") as conn:
+        return dict(conn.execute("SELECT name, analysed_at IS NOT NULL FROM files WHERE parent_id IS NULL"))
+
+
+def test_notify_protocol_watch_import_status_and_clean_stop(daemon_env, sample_midi) -> None:
+    tmp_path, src, config, start = daemon_env
+    d = start()
+    pings_before = sum(1 for m in d.notify.messages if m == "WATCHDOG=1")
+    for f in sample_midi:
+        (src / f.name).write_bytes(f.read_bytes())
+    wait_until(lambda: len(files_in_db(tmp_path)) == 3 and all(files_in_db(tmp_path).values()), 60, "imports")
+    line = d.notify.wait_for("STATUS=analysed 6/6", timeout=30)
+    assert "0 error(s)" in line
+    wait_until(lambda: sum(1 for m in d.notify.messages if m == "WATCHDOG=1") >= pings_before + 2, 10, "pings")
+    s = status(config)
+    assert s["daemon"]["running"] and s["daemon"]["pid"] == d.proc.pid and s["daemon"]["version"]
+    assert s["stages"]["analyze"]["done"] == 6 and s["stages"]["split"]["done"] >= 3
+    assert set(s["stages"]) == {"import", "sanitize", "split", "analyze", "rename", "export"}
+    assert s["sources"][0]["path"] == str(src) and s["sources"][0]["watching"]
+    assert d.stop() == 0
+    assert "STOPPING=1" in d.notify.messages
+    assert not (tmp_path / "midid.sock").exists()
+    s = status(config)
+    assert s["daemon"]["running"] is False and s["stages"]["analyze"]["done"] == 6
+
+
+def test_midictl_import_hands_over_and_follows_to_the_end(daemon_env, sample_midi) -> None:
+    tmp_path, src, config, start = daemon_env
+    d = start()
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    for f in sample_midi:
+        (other / f.name).write_bytes(f.read_bytes())
+    results: list[subprocess.CompletedProcess] = []
+    threads = [threading.Thread(target=lambda: results.append(ctl(config, "import", "--json", str(other))))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    summaries = [json.loads(r.stdout.strip().splitlines()[-1]) for r in results]
+    assert sorted(s["imported"] for s in summaries) == [0, 3]
+    assert sorted(s["duplicates"] for s in summaries) == [0, 3]
+    first = next(s for s in summaries if s["imported"] == 3)
+    assert first["split_parts"] == 3 and first["analysed"] == 6 and first["analysis_errors"] == 0
+    assert len(files_in_db(tmp_path)) == 3
+    assert d.stop() == 0
+
+
+def test_sighup_and_config_set_reload_without_restart(daemon_env, sample_midi) -> None:
+    tmp_path, src, config, start = daemon_env
+    d = start()
+    second = tmp_path / "second"
+    second.mkdir()
+    (second / "late.mid").write_bytes(sample_midi[0].read_bytes())
+    done = ctl(config, "config", "set", "sources.folders", json.dumps([str(src), str(second)]))
+    assert done.returncode == 0, done.stderr
+    d.notify.wait_for("RELOADING=1", timeout=20)
+    wait_until(lambda: "late.mid" in files_in_db(tmp_path), 30, "catch-up of the new folder")
+    (second / "live.mid").write_bytes(sample_midi[1].read_bytes())
+    wait_until(lambda: "live.mid" in files_in_db(tmp_path), 30, "the new folder to be watched")
+    mark = len(d.notify.messages)
+    d.proc.send_signal(signal.SIGHUP)
+    d.notify.wait_for("RELOADING=1", after=mark, timeout=20)
+    d.notify.wait_for("READY=1", after=mark, timeout=20)
+    bad = ctl(config, "config", "set", "watch.settle_s", "-3")
+    assert bad.returncode == 2 and "watch.settle_s" in bad.stderr
+    assert d.proc.poll() is None
+    assert d.stop() == 0
+
+
+def test_restart_catches_up_and_kill_9_resumes(daemon_env, sample_midi) -> None:
+    tmp_path, src, config, start = daemon_env
+    (src / "before.mid").write_bytes(sample_midi[0].read_bytes())
+    d = start()
+    wait_until(lambda: files_in_db(tmp_path).get("before.mid") == 1, 60, "first import")
+    assert d.stop() == 0
+    base = sample_midi[1].read_bytes()
+    for i in range(300):
+        (src / f"while_down_{i:03d}.mid").write_bytes(base + i.to_bytes(2, "big"))
+    d = start()
+    wait_until(lambda: len(files_in_db(tmp_path)) >= 50, 60, "catch-up to start")
+    d.proc.kill()
+    d.proc.wait()
+    d.notify.close()
+    d = start()
+    wait_until(lambda: len(files_in_db(tmp_path)) == 301 and all(files_in_db(tmp_path).values()), 120,
+               "everything imported and analysed after kill -9")
+    assert d.stop() == 0
+    with sqlite3.connect(tmp_path / "midid.sqlite3") as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert conn.execute("SELECT count(*) FROM sources").fetchone()[0] == 301
+        unchanged = conn.execute("SELECT count(*) FROM scanned WHERE outcome = 'midi'").fetchone()[0]
+    assert unchanged == 301
+    staging = tmp_path / "library" / ".midid-staging"
+    assert not staging.exists() or not any(staging.iterdir())
+
+
+def test_moves_and_deletes_update_sources(daemon_env, sample_midi) -> None:
+    tmp_path, src, config, start = daemon_env
+    (src / "sub").mkdir()
+    (src / "sub" / "a.mid").write_bytes(sample_midi[0].read_bytes())
+    d = start()
+    wait_until(lambda: "a.mid" in files_in_db(tmp_path), 60, "import")
+    (src / "sub" / "a.mid").rename(src / "moved.mid")
+
+    def source_rows() -> list[tuple]:
+        with sqlite3.connect(tmp_path / "midid.sqlite3") as conn:
+            return conn.execute("SELECT disk_path, missing FROM sources").fetchall()
+
+    wait_until(lambda: source_rows() == [(str(src / "moved.mid"), 0)], 30, "move recorded")
+    (src / "moved.mid").unlink()
+    wait_until(lambda: source_rows() == [(str(src / "moved.mid"), 1)], 30, "delete recorded")
+    assert any((tmp_path / "library").rglob("a.mid")), "the library copy stays"
+    assert d.stop() == 0
