@@ -48,6 +48,9 @@ class ImportJob:
     error: str | None = None
 
 
+PARTIAL = (".part", ".crdownload", ".download", ".partial", ".tmp", ".!qb", ".opdownload")
+
+
 class _Stopping(Exception):
     """SIGTERM arrived in the middle of an import; committed batches stay, the rest is redone."""
 
@@ -89,7 +92,8 @@ class Daemon:
             self.importer = Importer(self.cfg, self.lib, batch_size=self.cfg.pipeline.batch_size)
             self._start_edges()
             if self.cfg.sources.folders:
-                self.jobs.append(ImportJob([f for f in self.cfg.sources.folders if Path(f).exists()], catch_up=True))
+                self.jobs.append(ImportJob(self._existing_folders(self.cfg), catch_up=True))
+            self.heartbeat.beat()
             pinger = self._start_pinger()
             self.notifier.ready()
             log.info("midid %s ready: library %s, %d source folder(s)", __version__, self.cfg.library_path,
@@ -250,29 +254,39 @@ class Daemon:
         return out
 
     def _queue_paths(self, paths: list[Path]) -> None:
-        if paths:
-            self.jobs.append(ImportJob([str(p) for p in paths]))
+        """Watcher batches become import jobs; browsers' partial downloads wait for their rename."""
+        wanted = [str(p) for p in paths if not p.name.startswith(".") and not p.name.lower().endswith(PARTIAL)]
+        if wanted:
+            self.jobs.append(ImportJob(wanted))
 
     def _moved(self, pairs: list[tuple[Path, Path]]) -> None:
         """A file moved inside a watched tree: its source rows follow it."""
         assert self.lib is not None
+        unknown: list[Path] = []
         with self.lib.db.atomic():
             for old, new in pairs:
-                for sid, origin in self.lib.db.execute(
-                        "SELECT id, origin FROM sources WHERE disk_path = ?", [str(old)]).fetchall():
+                rows = self.lib.db.execute("SELECT id, origin FROM sources WHERE disk_path = ?", [str(old)]).fetchall()
+                for sid, origin in rows:
                     self.lib.db.execute(
                         "UPDATE OR REPLACE sources SET disk_path = ?, origin = ?, missing = 0 WHERE id = ?",
                         [str(new), str(new) + origin[len(str(old)):], sid])
                 self.lib.db.execute("UPDATE OR REPLACE scanned SET disk_path = ? WHERE disk_path = ?",
                                     [str(new), str(old)])
+                if not rows:
+                    unknown.append(new)  # e.g. a download renamed from x.zip.part to x.zip
+        self._queue_paths(unknown)
 
     def _deleted(self, paths: list[Path]) -> None:
         """A source vanished: mark it missing; the library copy stays."""
         assert self.lib is not None
+        # A path may be a folder deleted or moved out of the tree: everything under it goes too.
+        args = [(str(p), str(p).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "/%")
+                for p in paths]
         with self.lib.db.atomic():
-            self.lib.db.conn.executemany("UPDATE sources SET missing = 1 WHERE disk_path = ?",
-                                         [(str(p),) for p in paths])
-            self.lib.db.conn.executemany("DELETE FROM scanned WHERE disk_path = ?", [(str(p),) for p in paths])
+            self.lib.db.conn.executemany(
+                "UPDATE sources SET missing = 1 WHERE disk_path = ? OR disk_path LIKE ? ESCAPE '\\'", args)
+            self.lib.db.conn.executemany(
+                "DELETE FROM scanned WHERE disk_path = ? OR disk_path LIKE ? ESCAPE '\\'", args)
 
     def _reload(self) -> None:
         self.notifier.reloading()
@@ -289,7 +303,7 @@ class Daemon:
         self.importer.cfg = cfg
         if self.watcher is not None:
             self.watcher.set_folders([Path(f) for f in cfg.sources.folders])
-        new = [f for f in cfg.sources.folders if f not in old_folders and Path(f).exists()]
+        new = [f for f in self._existing_folders(cfg) if f not in {str(Path(o).resolve()) for o in old_folders}]
         if new:
             self.jobs.append(ImportJob(new, catch_up=True))
         if self.devices is not None:
@@ -297,6 +311,11 @@ class Daemon:
         self.engine.rewind()  # type: ignore[union-attr]
         log.info("configuration reloaded")
         self.notifier.ready()
+
+    @staticmethod
+    def _existing_folders(cfg: Config) -> list[str]:
+        """Source folders as the watcher reports them (resolved), so paths match the rows."""
+        return [str(Path(f).resolve()) for f in cfg.sources.folders if Path(f).exists()]
 
     def _message(self, text: str) -> None:
         if text not in self.messages:
@@ -316,7 +335,7 @@ class Daemon:
             text += ", paused"
         self.notifier.status(text)
         sources = [{"path": f, "watching": bool(self.watcher) and Path(f).exists(),
-                    "polling": bool(self.watcher) and Path(f) in getattr(self.watcher, "polling", set())}
+                    "polling": bool(self.watcher) and Path(f).resolve() in getattr(self.watcher, "polling", set())}
                    for f in self.cfg.sources.folders]
         with self.snapshot_lock:
             self.snapshot = {"sources": sources, "devices": devices, "status_line": text,
@@ -345,7 +364,7 @@ class Daemon:
                 return {"ok": True, "queued": len(paths)}
             return self._follow(job)
         simple: dict[str, Callable[[], None]] = {
-            "rescan": lambda: self.jobs.append(ImportJob(list(self.cfg.sources.folders), catch_up=True)),
+            "rescan": lambda: self.jobs.append(ImportJob(self._existing_folders(self.cfg), catch_up=True)),
             "pause": lambda: setattr(self, "paused", True),
             "resume": self._resume,
             "retry-failed": self._retry_failed,

@@ -171,9 +171,10 @@ class DeviceManager:
                 self._finish_sync(lib, att, target)
             return False
         att.state = "syncing"
+        base = target / self.cfg.export.root if self.cfg.export.root else target
+        base.mkdir(parents=True, exist_ok=True)
         items = self._plan(lib, att, target, rows)
-        summary = copy_items(self.cfg.library_path, target / self.cfg.export.root if self.cfg.export.root else target,
-                             items, profile=att.profile, root="", batch_size=SYNC_BATCH,
+        summary = copy_items(self.cfg.library_path, base, items, profile=att.profile, root="", batch_size=SYNC_BATCH,
                              on_batch=lambda done, s: self._record(lib, att, done))
         att.copied += summary.copied
         att.cursor = max(att.cursor, max(r["analysed_at"] for r in rows))

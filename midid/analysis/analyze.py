@@ -41,7 +41,7 @@ def analyze_bytes(
     signature = time_signature(midi)
     tempo = tempo_summary(midi, last_tick)
 
-    onset_s = ticks_to_seconds(midi.start, midi)
+    onset_s = ticks_to_seconds(midi.start, midi)  # one pass over the tempo map
     bpm_estimate = estimate_bpm(
         onset_s, midi.velocity.astype(np.float64) / 127.0, onset_roles(midi.pitch, drum)
     )
@@ -83,7 +83,7 @@ def analyze_bytes(
         chord_changes_per_bar=(len(chord_segments) - 1) / bars if bars else 0.0,
     )
     category = categorize(evidence, _tag_words(tags))
-    voice_ids = np.unique(midi.voice)
+    voice_ids = np.flatnonzero(np.bincount(midi.voice, minlength=len(midi.voices)))
     return Analysis(
         bpm=round(float(bpm), 2),
         bpm_source=source,
@@ -136,17 +136,18 @@ def _drum_notes(midi: ParsedMidi, tags: Sequence[str]) -> np.ndarray:
 
 
 def _polyphony(start: np.ndarray, end: np.ndarray) -> float:
-    """Mean number of notes sounding while at least one sounds (time in ticks)."""
+    """Mean number of notes sounding while at least one sounds (time in ticks): total note
+    time over the length of the union of the notes (one sort by onset, skipped when the
+    notes already come in order, as a single track's do)."""
     if start.size == 0:
         return 0.0
-    times = np.concatenate((start, end))
-    delta = np.concatenate((np.ones(start.size), -np.ones(end.size)))
-    order = np.lexsort((delta, times))  # note-offs first at equal times
-    times, count = times[order], np.cumsum(delta[order])
-    span = np.diff(times).astype(np.float64)
-    active = count[:-1]
-    busy = span[active > 0].sum()
-    return float((span * active).sum() / busy) if busy > 0 else 1.0
+    if start.size > 1 and (start[1:] < start[:-1]).any():
+        order = np.argsort(start, kind="stable")
+        start, end = start[order], end[order]
+    reach = np.maximum.accumulate(end)
+    silent = np.maximum(start[1:] - reach[:-1], 0).sum()
+    busy = float(reach[-1] - start[0] - silent)
+    return float((end - start).sum()) / busy if busy > 0 else 1.0
 
 
 def _chord_onset_share(start: np.ndarray) -> float:

@@ -51,7 +51,8 @@ class ParsedMidi:
 
     ``start``/``end`` are note on/off times in ticks (int64); ``pitch``/``velocity`` int16;
     ``voice`` indexes :attr:`voices`; ``drum`` is True for notes on a drum voice (channel 10 or
-    a kit found by note map, see :mod:`.drums`). Notes are sorted by start tick.
+    a kit found by note map, see :mod:`.drums`). Notes are in no particular order (nothing in
+    the analysis needs them sorted, and sorting is a large share of the cost of a file).
     ``tempo_ticks``/``tempo_mspq`` is the set-tempo map (microseconds per quarter note), empty
     when the file has no set-tempo event. ``time_signatures`` is (tick, numerator, denominator).
     """
@@ -140,18 +141,24 @@ def _parse_symusic(data: bytes, chunks: _Chunks) -> ParsedMidi:
                 channel=DRUM_CHANNEL if track.is_drum else None,
             )
         )
-    if sum(len(p["time"]) for p in parts) > MAX_NOTES:
+    sizes = [len(p["time"]) for p in parts]
+    if sum(sizes) > MAX_NOTES:
         raise AnalysisError(f"more than {MAX_NOTES} notes")
     tempos = score.tempos.numpy()
     sigs = tuple(
         (int(ts.time), int(ts.numerator), int(ts.denominator)) for ts in score.time_signatures
     )
-    if parts:
+    if len(parts) == 1:  # the common case (a loop, a split part): no copies
+        only = parts[0]
+        start, dur = only["time"].astype(np.int64), only["duration"].astype(np.int64)
+        pitch, vel = only["pitch"].astype(np.int16), only["velocity"].astype(np.int16)
+        voice = np.zeros(sizes[0], dtype=np.int16)
+    elif parts:
         start = np.concatenate([p["time"] for p in parts]).astype(np.int64)
         dur = np.concatenate([p["duration"] for p in parts]).astype(np.int64)
         pitch = np.concatenate([p["pitch"] for p in parts]).astype(np.int16)
         vel = np.concatenate([p["velocity"] for p in parts]).astype(np.int16)
-        voice = np.repeat(np.arange(len(parts), dtype=np.int16), [len(p["time"]) for p in parts])
+        voice = np.repeat(np.arange(len(parts), dtype=np.int16), sizes)
     else:
         start = dur = np.zeros(0, np.int64)
         pitch = vel = voice = np.zeros(0, np.int16)
@@ -183,8 +190,7 @@ def _assemble(
     sigs: tuple[tuple[int, int, int], ...],
     parser: str,
 ) -> ParsedMidi:
-    """Sort notes by onset and tidy the tempo map (one value per tick, positive tempi)."""
-    order = np.argsort(start, kind="stable")
+    """Tidy the tempo map (one value per tick, positive tempi)."""
     keep = tempo_mspq > 0
     tempo_ticks, tempo_mspq = tempo_ticks[keep], tempo_mspq[keep]
     if tempo_ticks.size > 1:
@@ -194,11 +200,11 @@ def _assemble(
         tempo_ticks, tempo_mspq = tempo_ticks[last_at_tick], tempo_mspq[last_at_tick]
     return ParsedMidi(
         tpq=chunks.tpq,
-        start=start[order],
-        end=end[order],
-        pitch=pitch[order],
-        velocity=vel[order],
-        voice=voice[order],
+        start=start,
+        end=end,
+        pitch=pitch,
+        velocity=vel,
+        voice=voice,
         voices=voices,
         tempo_ticks=tempo_ticks,
         tempo_mspq=tempo_mspq,

@@ -24,7 +24,7 @@ FRAME_RATE = 50.0  # envelope frames per second (20 ms: about a drummer's timing
 MAX_SECONDS = 20.0  # the first 20 s (8 bars at 96 BPM) are plenty to find a loop's tempo
 MIN_ONSETS = 8
 BPM_RANGE = (40.0, 320.0)
-CANDIDATES = np.geomspace(BPM_RANGE[0], BPM_RANGE[1], 360)
+CANDIDATES = np.geomspace(BPM_RANGE[0], BPM_RANGE[1], 360)  # 0.6 % apart
 ROLES = ("all", "low", "back", "high")
 # (role, lag in beats) autocorrelation readings.
 READINGS = (
@@ -63,7 +63,8 @@ def _reading_index() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 _GATHER, _FRAC, _INSIDE = _reading_index()
 _Z = np.log2(CANDIDATES / _PRIOR_CENTER)
-_RATE_ARR = np.array(RATES)
+_PRIOR = np.column_stack([_Z, _Z * _Z])
+_BIN_PER_N = np.outer(CANDIDATES / 60.0 / FRAME_RATE, RATES)  # x FFT length = FFT bin
 _CROSS_COLS = np.array([RATES.index(c) for c in CROSS])
 FEATURE_NAMES = (
     [f"acf {r} {b:.3g}" for r, b in READINGS]
@@ -85,6 +86,11 @@ WEIGHTS = np.array([
 ])
 
 
+_BLOCK_SIZES = (len(READINGS), len(ROLES) * len(RATES), len(CROSS), 2 * len(ROLES))
+_BLOCK_WEIGHTS = np.split(WEIGHTS[: sum(_BLOCK_SIZES)], np.cumsum(_BLOCK_SIZES)[:-1])
+_PRIOR_SCORE = _PRIOR @ WEIGHTS[sum(_BLOCK_SIZES) :]
+
+
 def envelopes(onset_s: np.ndarray, weight: np.ndarray, role: np.ndarray) -> np.ndarray:
     """(len(ROLES), frames) weighted onset envelopes; ``role`` indexes ROLES[1:], -1 = none."""
     frames = (onset_s * FRAME_RATE + 0.5).astype(np.int64)
@@ -98,11 +104,8 @@ def envelopes(onset_s: np.ndarray, weight: np.ndarray, role: np.ndarray) -> np.n
     return env.reshape(len(ROLES), n)
 
 
-def features(onset_s: np.ndarray, weight: np.ndarray, role: np.ndarray) -> np.ndarray | None:
-    """(len(CANDIDATES), len(FEATURE_NAMES)) features; None with < MIN_ONSETS onset frames.
-
-    ``onset_s`` in seconds (any order), ``weight`` per-onset strength (velocity / 127),
-    ``role`` indexes ROLES[1:] or is -1."""
+def _blocks(onset_s: np.ndarray, weight: np.ndarray, role: np.ndarray) -> list[np.ndarray] | None:
+    """The feature blocks of :func:`features` (each (len(CANDIDATES), k)), before stacking."""
     env = envelopes(onset_s, weight, role)
     size = env.shape[1]
     onset_frames = np.count_nonzero(env, axis=1)
@@ -115,24 +118,29 @@ def features(onset_s: np.ndarray, weight: np.ndarray, role: np.ndarray) -> np.nd
     # Unbiased: a lag of k frames overlaps size - k frames (floored so long lags of a short
     # loop do not blow up), then normalised by the zero lag.
     acf /= np.maximum(size - np.arange(_MAX_LAG + 2), size / 4)
-    zero = acf[:, :1]
-    acf = np.divide(acf, zero, out=np.zeros_like(acf), where=zero > 0).ravel()
+    acf = (acf / np.maximum(acf[:, :1], 1e-12)).ravel()
     readings = (acf[_GATHER] * (1.0 - _FRAC) + acf[_GATHER + 1] * _FRAC) * _INSIDE
-    bins = np.minimum(np.outer(CANDIDATES * (n / 60.0 / FRAME_RATE), _RATE_ARR) + 0.5,
-                      spec.shape[1] - 1).astype(np.int64)
+    bins = np.minimum(_BIN_PER_N * n + 0.5, spec.shape[1] - 1).astype(np.int64)
     at = spec[:, bins]  # (roles, candidates, rates)
     total = np.maximum(env.sum(axis=1), 1e-9)
-    coherence = np.abs(at) / total[:, None, None]
+    coherence = (np.abs(at) / total[:, None, None]).transpose(1, 0, 2)
     low, back = at[1][:, _CROSS_COLS], at[2][:, _CROSS_COLS]
     mag = np.abs(low) * np.abs(back)
     cross = np.divide((low * np.conj(back)).real, mag, out=np.zeros(mag.shape), where=mag > 0)
     # Onset frames per beat of each role (log2, 0.5 floor for roles without onsets).
     per_beat = np.log2(np.outer(60.0 * FRAME_RATE / size / CANDIDATES,
                                 np.maximum(onset_frames, 0.5)))
-    return np.column_stack(
-        [readings, coherence.transpose(1, 0, 2).reshape(CANDIDATES.size, -1), cross,
-         np.stack([per_beat, per_beat**2], axis=2).reshape(CANDIDATES.size, -1), _Z, _Z * _Z]
-    )
+    return [readings, coherence.reshape(CANDIDATES.size, -1), cross,
+            np.stack([per_beat, per_beat**2], axis=2).reshape(CANDIDATES.size, -1), _PRIOR]
+
+
+def features(onset_s: np.ndarray, weight: np.ndarray, role: np.ndarray) -> np.ndarray | None:
+    """(len(CANDIDATES), len(FEATURE_NAMES)) features; None with < MIN_ONSETS onset frames.
+
+    ``onset_s`` in seconds (any order), ``weight`` per-onset strength (velocity / 127),
+    ``role`` indexes ROLES[1:] or is -1."""
+    blocks = _blocks(onset_s, weight, role)
+    return None if blocks is None else np.column_stack(blocks)
 
 
 def estimate_bpm(onset_s: np.ndarray, weight: np.ndarray, role: np.ndarray) -> float | None:
@@ -140,11 +148,15 @@ def estimate_bpm(onset_s: np.ndarray, weight: np.ndarray, role: np.ndarray) -> f
     MIN_ONSETS distinct onset frames.
 
     ``weight`` is per-onset strength (velocity / 127); ``role`` indexes ROLES[1:] or is -1.
+    Scores block by block (the same numbers as ``features(...) @ WEIGHTS``, without
+    stacking a matrix).
     """
-    feats = features(onset_s, weight, role)
-    if feats is None:
+    blocks = _blocks(onset_s, weight, role)
+    if blocks is None:
         return None
-    score = feats @ WEIGHTS
+    score = _PRIOR_SCORE.copy()
+    for block, w in zip(blocks[:-1], _BLOCK_WEIGHTS, strict=True):
+        score += block @ w
     best = int(np.argmax(score))
     return round(float(_parabolic(CANDIDATES, score, best)), 2)
 

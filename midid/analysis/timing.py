@@ -29,6 +29,8 @@ def ticks_to_seconds(ticks: np.ndarray, midi: ParsedMidi) -> np.ndarray:
     if not midi.tempo_ticks.size:
         return ticks * (DEFAULT_MSPQ / 1e6 / midi.tpq)
     bt, mspq = midi.tempo_ticks, midi.tempo_mspq
+    if bt.size == 1 and bt[0] == 0:  # one tempo from the start: a plain scale
+        return ticks * (float(mspq[0]) / 1e6 / midi.tpq)
     if bt[0] > 0:
         bt = np.concatenate(([0], bt))
         mspq = np.concatenate(([DEFAULT_MSPQ], mspq))
@@ -44,6 +46,8 @@ def tempo_summary(midi: ParsedMidi, last_tick: int) -> TempoSummary:
     mspq = midi.tempo_mspq
     if not mspq.size:
         return TempoSummary(bpm=None, changes=0)
+    if mspq.size == 1:
+        return TempoSummary(bpm=round(60e6 / float(mspq[0]), 2), changes=0)
     changes = int(np.count_nonzero(mspq[1:] != mspq[:-1]))
     bt = midi.tempo_ticks
     ends = np.append(bt[1:], max(last_tick, int(bt[-1]) + 1))
@@ -56,7 +60,7 @@ def tempo_summary(midi: ParsedMidi, last_tick: int) -> TempoSummary:
 
 def time_signature(midi: ParsedMidi) -> tuple[int, int]:
     """The time signature in force at the first note (4/4 when the file has none)."""
-    first = int(midi.start[0]) if midi.start.size else 0
+    first = int(midi.start.min()) if midi.start.size else 0
     valid = [(t, n, d) for t, n, d in midi.time_signatures if 0 < n <= 64 and 0 < d <= 64]
     if not valid:
         return (4, 4)
