@@ -94,6 +94,8 @@ def placement(origin_path: str, members: tuple[str, ...], roots: list[Path]) -> 
         levels.append(archives[-1])
     last = [p for p in PurePosixPath(members[-1].replace("\\", "/")).parts if p not in ("", "/")]
     levels += last[:-1]
+    # "Pack.zip" holding a "Pack/" folder is one level to a user, not two.
+    levels = [lv for i, lv in enumerate(levels) if i == 0 or lv != levels[i - 1]]
     name = last[-1] if last else "untitled.mid"
     folders = [lv for lv in levels if lv not in archives]
     return folders, archives, levels, name

@@ -220,3 +220,4 @@ def test_placement_keeps_pack_structure() -> None:
     assert archives == ["Bundle", "in"] and levels == ["Bundle", "x", "in", "Bass"] and name == "b.mid"
     assert folders == ["x", "Bass"]
     assert placement("/in/packs/Sub/B.zip", ("k.mid",), roots)[2] == ["Sub", "B"]
+    assert placement("/in/packs/Lofi.zip", ("Lofi/Keys/k.mid",), roots)[2] == ["Lofi", "Keys"]
