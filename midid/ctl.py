@@ -323,6 +323,49 @@ def resume_cmd(ctx: click.Context) -> None:
     _daemon(ctx, {"cmd": "resume"})
 
 
+@cli.command("check")
+@click.option("--repair", is_flag=True, help="Fix what disagrees (needs the daemon stopped).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def check_cmd(ctx: click.Context, repair: bool, as_json: bool) -> None:
+    """Verify that the library folder and the database agree; exit 1 when they do not."""
+    from .check import check_library, repair_library
+    from .db import Library
+    from .runjob import LibraryBusy, writer_lock
+
+    cfg = _config(ctx)
+    if not repair:
+        report = check_library(_open_readonly(cfg), cfg.library_path)
+    else:
+        try:
+            with writer_lock(cfg, wait=False):
+                lib = Library(cfg.database_path)
+                report = repair_library(lib, cfg.library_path, check_library(lib, cfg.library_path))
+                after = check_library(lib, cfg.library_path)
+                after.repaired = report.repaired
+                report = after
+        except LibraryBusy as exc:
+            raise Fatal(f"{exc}; stop the daemon (`systemctl stop midid`) before `check --repair`") from None
+    if as_json:
+        _emit_json(report.to_dict())
+    else:
+        console = Console()
+        console.print(f"database integrity: {report.integrity}; {report.files:,} file rows; "
+                      f"{report.unanalysed:,} waiting for analysis")
+        for label, paths in (("missing from the folder", report.missing), ("not in the database", report.orphans),
+                             ("changed on disk", report.changed)):
+            if paths:
+                console.print(f"[red]{len(paths):,} {label}[/red]: " + ", ".join(paths[:10]), highlight=False)
+        if report.staging:
+            console.print(f"{report.staging} unfinished file(s) in the staging folder")
+        if report.repaired:
+            console.print("repaired: " + ", ".join(f"{k} {v}" for k, v in report.repaired.items()))
+        console.print("[green]library and database agree[/green]" if report.ok
+                      else "run `midictl check --repair` to fix")
+    if not report.ok:
+        ctx.exit(1)
+
+
 def _daemon(ctx: click.Context, msg: dict[str, Any]) -> dict[str, Any]:
     from .control import DaemonNotRunning, request
 

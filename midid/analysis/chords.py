@@ -9,8 +9,8 @@ Each of 12 roots x 9 qualities is scored as the correlation of the chroma with t
 template, plus a bonus when the lowest sounding note is the root or a chord tone. A Viterbi
 pass with a fixed cost per chord change picks the chord sequence (so a passing note does not
 flip the chord, yet a real change is placed exactly), and repeats are merged. Beats with no
-notes are "N". Per-beat segments with the phase found were worth +5 points against POP909
-annotations over half beats on the tick grid, at half the cost (docs/analysis.md).
+notes are "N". Per-beat segments on the phase found scored 3.5 points higher against POP909
+annotations than half beats on the tick grid, at half the Viterbi steps (docs/analysis.md).
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ QUALITIES: dict[str, tuple[int, ...]] = {
     "min7": (0, 3, 7, 10),
     "7": (0, 4, 7, 10),
 }
-# Score offsets per quality (order of QUALITIES): dim, aug and sus chords need clear evidence,
-# sevenths a little. These and the constants below were chosen on POP909 songs 001-150 and
-# checked on 151-300 (docs/analysis.md).
+# Score offsets per quality (order of QUALITIES): dim, aug and sus chords need clear evidence.
+# These and the constants below were chosen on POP909 songs 001-150 and checked on 151-300
+# (docs/analysis.md).
 _QUALITY_BIAS = np.array([0.0, 0.0, -0.3, -0.3, -0.3, -0.3, 0.0, 0.0, 0.0])
 _SWITCH_PENALTY = 0.3  # score a chord change must gain over keeping the chord
 _BASS_ROOT_BONUS = 0.1  # score bonus when the lowest sounding note is the chord's root
