@@ -13,7 +13,9 @@ import argparse
 import logging
 import os
 import queue
+import shutil
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -48,6 +50,8 @@ class ImportJob:
     error: str | None = None
 
 
+MIN_FREE_BYTES = 64 * 1024 * 1024  # resume writing the library once this much is free again,
+MIN_GAIN_BYTES = 1024 * 1024  # or once this much more is free than when writing stopped
 PARTIAL = (".part", ".crdownload", ".download", ".partial", ".tmp", ".!qb", ".opdownload")
 
 
@@ -77,13 +81,16 @@ class Daemon:
         self.control: Any = None
         self.devices: Any = None
         self._last_import_status = 0.0
+        self.blocked: str | None = None  # why writing the library is stopped (disk full)
+        self._last_space_check = 0.0
+        self._free_at_block = 0
 
     # ---- life cycle ----------------------------------------------------------------------
 
     def run(self) -> int:
         with writer_lock(self.cfg):
             self.lib = open_library(self.cfg)
-            runner = make_runner(self.cfg)
+            runner = self._start_runner()
             # After Ray starts: its driver set-up installs handlers of its own.
             signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
             signal.signal(signal.SIGINT, lambda *_: self.stopping.set())
@@ -113,6 +120,24 @@ class Daemon:
                     job.finished.set()
                 self.lib.close()
         return 0
+
+    def _start_runner(self) -> Any:
+        """Ray actor pools; when the configured cluster cannot be joined, a local Ray instead."""
+        try:
+            return make_runner(self.cfg)
+        except Exception as exc:  # noqa: BLE001 - any failure to join means: run locally
+            if not self.cfg.ray.address:
+                raise
+            import ray
+
+            ray.shutdown()
+            self._message(f"Ray cluster at {self.cfg.ray.address} is unreachable ({type(exc).__name__}); "
+                          "running on a local Ray. Check the cluster, then reload or restart midid.")
+            log.error("cannot join the Ray cluster at %s (%s); using a local Ray", self.cfg.ray.address, exc)
+            local = Config(**{**self.cfg.__dict__})
+            local.ray = type(self.cfg.ray)(address="", num_cpus=self.cfg.ray.num_cpus,
+                                           object_store_mb=self.cfg.ray.object_store_mb)
+            return make_runner(local)
 
     def _start_pinger(self) -> WatchdogPinger | None:
         interval = watchdog_interval_s()
@@ -165,13 +190,18 @@ class Daemon:
                 self.reload_requested.clear()
                 self._reload()
             busy = False
-            if not self.paused:
-                busy = self._import_some()
+            if self.blocked and time.monotonic() - self._last_space_check > 10:
+                self._check_space()
+            if not self.paused and not self.blocked:
                 try:
+                    busy = self._import_some()
                     busy = self.engine.step(0.05 if busy else 0.2) or busy
-                except LibraryWriteError as exc:
-                    self._message(str(exc))
-                    self.paused = True
+                except (LibraryWriteError, sqlite3.OperationalError) as exc:
+                    self._library_full(exc)
+                except Exception as exc:  # noqa: BLE001 - Ray failures are recovered, others re-raised
+                    if not _is_ray_failure(exc):
+                        raise
+                    self._recover_ray(exc)
                 if self.devices is not None:
                     busy = self.devices.step(self.lib) or busy
             self._finish_jobs(busy)
@@ -179,8 +209,9 @@ class Daemon:
             if now - last_status > 2.0:
                 self._publish_status()
                 last_status = now
-            if now - last_prune > 300:
+            if now - last_prune > 60:
                 self.lib.prune_progress()
+                self.lib.checkpoint()
                 last_prune = now
             if not busy:
                 try:
@@ -208,12 +239,9 @@ class Daemon:
             job.error = "the daemon stopped during this import; start it again and repeat the import"
             job.finished.set()
             return False
-        except LibraryWriteError as exc:
-            self._message(str(exc))
-            self.paused = True
-            job.error = str(exc)
-            job.finished.set()
-            return False
+        except (LibraryWriteError, sqlite3.OperationalError):
+            self.jobs.insert(0, job)  # nothing is lost: the job runs again once there is space
+            raise
         job.file_ids = (first, self.lib.next_file_id() - 1)  # type: ignore[union-attr]
         job.imported = True
         if job.summary.imported or job.summary.errors:
@@ -333,6 +361,8 @@ class Daemon:
             text += f", {len(self.jobs)} import job(s) queued"
         if self.paused:
             text += ", paused"
+        if self.blocked:
+            text += ", library disk full"
         self.notifier.status(text)
         sources = [{"path": f, "watching": bool(self.watcher) and Path(f).exists(),
                     "polling": bool(self.watcher) and Path(f).resolve() in getattr(self.watcher, "polling", set())}
@@ -351,7 +381,8 @@ class Daemon:
             return {"ok": True, "daemon": {"running": True, "pid": os.getpid(),
                                            "uptime_s": round(time.monotonic() - self.started, 1),
                                            "version": __version__,
-                                           "state": "paused" if self.paused else "running"},
+                                           "state": "blocked: library disk full" if self.blocked
+                                           else "paused" if self.paused else "running"},
                     "sources": snap.get("sources", []), "devices": snap.get("devices", []),
                     "queued": snap.get("queued", {}), "messages": list(self.messages)}
         if cmd == "import":
@@ -382,7 +413,69 @@ class Daemon:
 
     def _resume(self) -> None:
         self.paused = False
-        self.messages = [m for m in self.messages if "cannot write to the library" not in m]
+        if self.blocked:
+            self._check_space(force=True)
+
+    def _library_full(self, exc: Exception) -> None:
+        """The library's disk is full or unwritable: stop writing, say what to do, retry later."""
+        if isinstance(exc, sqlite3.OperationalError) and "full" not in str(exc) and "readonly" not in str(exc):
+            raise exc
+        text = str(exc) if isinstance(exc, LibraryWriteError) else (
+            f"cannot write the library database {self.cfg.database_path}: {exc}. "
+            "Free some space or move [library] database to a larger disk.")
+        self.blocked = text
+        self._free_at_block = self._free_bytes() or 0
+        self._message(text)
+        log.error("%s Waiting for space; the import resumes by itself.", text)
+        self._last_space_check = time.monotonic()
+
+    def _free_bytes(self) -> int | None:
+        try:
+            return min(shutil.disk_usage(self.cfg.library_path).free,
+                       shutil.disk_usage(self.cfg.database_path.parent).free)
+        except OSError:
+            return None
+
+    def _check_space(self, force: bool = False) -> None:
+        """Resume once space was freed: plenty of it, or clearly more than when writing stopped."""
+        self._last_space_check = time.monotonic()
+        free = self._free_bytes()
+        if free is None:
+            return
+        if free < MIN_FREE_BYTES and free < self._free_at_block + MIN_GAIN_BYTES and not force:
+            return
+        log.info("library disk has %.0f MB free again; resuming", free / 1e6)
+        self.messages = [m for m in self.messages if m != self.blocked]
+        self.blocked = None
+        self.engine.rewind()  # type: ignore[union-attr]
+        self.jobs.append(ImportJob(self._existing_folders(self.cfg), catch_up=True))
+
+    def _recover_ray(self, exc: Exception) -> None:
+        """The Ray cluster went away: reconnect, or fall back to a local Ray; the queue is in SQLite."""
+        from .pool import RayRunner, pool_sizes, start_ray
+
+        log.warning("lost the Ray workers (%s: %s); restarting them", type(exc).__name__, exc)
+        import ray
+
+        try:
+            self.engine.runner.shutdown()  # type: ignore[union-attr]
+        except Exception:  # noqa: BLE001 - the old runner may be half dead
+            log.debug("old runner did not shut down cleanly", exc_info=True)
+        ray.shutdown()
+        address = self.cfg.ray.address
+        try:
+            start_ray(address, self.cfg.ray.num_cpus, self.cfg.ray.object_store_mb)
+        except Exception as again:  # noqa: BLE001
+            if not address:
+                raise
+            self._message(f"Ray cluster at {address} is unreachable ({again}); running on a local Ray. "
+                          "Check the cluster, then `midictl config set ray.address ...` or restart midid.")
+            log.error("Ray cluster at %s is unreachable; falling back to a local Ray", address)
+            ray.shutdown()
+            start_ray("", self.cfg.ray.num_cpus, self.cfg.ray.object_store_mb)
+        runner = RayRunner(pool_sizes(self.cfg.pipeline.analyze_actors, self.cfg.pipeline.split_actors),
+                           max_in_flight=self.cfg.pipeline.max_in_flight)
+        self.engine.replace_runner(runner)  # type: ignore[union-attr]
 
     def _retry_failed(self) -> None:
         assert self.lib is not None and self.engine is not None
@@ -397,6 +490,10 @@ class Daemon:
             yield {"ok": False, "error": job.error}
         else:
             yield {"ok": True, "summary": job.result or job.summary.to_dict()}
+
+
+def _is_ray_failure(exc: BaseException) -> bool:
+    return type(exc).__module__.startswith("ray") or isinstance(exc, (ConnectionError, TimeoutError))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -112,6 +112,9 @@ class Library:
         if not readonly:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
+            # Readers holding old snapshots can make the WAL grow; once they let go, the next
+            # checkpoint truncates it back to this size.
+            self.db.execute("PRAGMA journal_size_limit=67108864")
             self.migrate()
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.execute("PRAGMA temp_store=MEMORY")
@@ -310,6 +313,10 @@ class Library:
     def prune_progress(self, keep_s: float = 600) -> None:
         with self.db.atomic():
             self.db.execute("DELETE FROM progress WHERE at < ?", [time.time() - keep_s])
+
+    def checkpoint(self) -> None:
+        """Fold the WAL into the database without waiting for readers (PASSIVE)."""
+        self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     # ---- status and queries --------------------------------------------------------------
 

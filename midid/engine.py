@@ -73,6 +73,13 @@ class Engine:
     def stop(self) -> None:
         self._stop = True
 
+    def replace_runner(self, runner: Runner) -> None:
+        """New workers (the old ones died with their cluster): what was in flight is redone."""
+        self.runner = runner
+        for cursor in self.cursors.values():
+            cursor.in_flight.clear()
+        self.rewind()
+
     def rewind(self) -> None:
         """Look at the whole queue again (after retry-failed or a config reload)."""
         for cursor in self.cursors.values():

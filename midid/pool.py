@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -81,6 +82,8 @@ def start_ray(address: str, num_cpus: int, object_store_mb: int) -> None:
         # `ray start` enables token authentication; a driver sends the token only in token
         # mode, which Ray reads when it is imported.
         os.environ.setdefault("RAY_AUTH_MODE", "token")
+    if address and address != "auto":
+        _probe(address)
     import ray
 
     if ray.is_initialized():
@@ -95,6 +98,16 @@ def start_ray(address: str, num_cpus: int, object_store_mb: int) -> None:
     ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
              object_store_memory=object_store_mb * 1024 * 1024, **common)
     log.info("started a local Ray with %s CPUs", num_cpus or os.cpu_count())
+
+
+def _probe(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast when nothing listens at a cluster address (ray.init would retry for minutes)."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except (OSError, ValueError) as exc:
+        raise ConnectionError(f"no Ray cluster answers at {address}: {exc}") from None
 
 
 class RayRunner:
