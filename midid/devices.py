@@ -27,6 +27,7 @@ from .hotplug import BlockDevice, HotplugMonitor, Mount, find_mount, is_target, 
 log = logging.getLogger(__name__)
 
 SYNC_BATCH = 200
+UNCLEAN = ("gone", "error", "syncing")  # states a visit can end in without finishing
 
 
 @dataclass
@@ -40,12 +41,14 @@ class Attached:
     message: str = ""
     mount: Mount | None = None
     auto_mounted: bool = False
-    cursor: float = 0.0  # analysed_at of the newest file already considered
+    cursor: tuple[float, int] = (0.0, 0)  # (analysed_at, id) of the last file already considered
     full: bool = False
     pending: int = 0
     copied: int = 0
     last_sync: float | None = None
     checked_gone: bool = False
+    previous_state: str | None = None  # how the drive's last visit ended (from the database)
+    failed: set[int] = field(default_factory=set)  # file ids that failed this visit: not retried until replug
     stop_until_replug: bool = field(default=False)
 
 
@@ -104,7 +107,7 @@ class DeviceManager:
 
         def restart() -> None:
             for att in matches:
-                att.cursor, att.full, att.checked_gone, att.stop_until_replug = 0.0, full, False, False
+                att.cursor, att.full, att.checked_gone, att.stop_until_replug = (0.0, 0), full, False, False
                 if att.state not in ("waiting for mount", "not mounted"):
                     att.state = "syncing"
         self.post(restart)
@@ -177,7 +180,8 @@ class DeviceManager:
         summary = copy_items(self.cfg.library_path, base, items, profile=att.profile, root="", batch_size=SYNC_BATCH,
                              on_batch=lambda done, s: self._record(lib, att, done))
         att.copied += summary.copied
-        att.cursor = max(att.cursor, max(r["analysed_at"] for r in rows))
+        by_dest = {i.dest_rel: i.file_id for i in items}
+        att.failed.update(by_dest[f["path"]] for f in summary.failed if f["path"] in by_dest)
         if summary.stopped:
             self._stopped(lib, att, summary)
         return True
@@ -222,6 +226,13 @@ class DeviceManager:
         rows = lib.db.execute("SELECT file_id, path FROM exports WHERE device_uuid = ? AND gone = 0",
                               [att.key]).fetchall()
         gone = [(att.key, fid) for fid, rel in rows if not (base / rel).exists()]
+        if gone and att.previous_state in UNCLEAN:
+            # The last visit ended with the drive pulled: what is missing was lost then, not
+            # deleted by the user, so it is copied again.
+            with lib.db.atomic():
+                lib.db.conn.executemany("DELETE FROM exports WHERE device_uuid = ? AND file_id = ?", gone)
+            log.info("%d file(s) lost when %s was pulled will be copied again", len(gone), att.dev.label or att.key)
+            gone = []
         if gone:
             with lib.db.atomic():
                 lib.db.conn.executemany("UPDATE exports SET gone = 1 WHERE device_uuid = ? AND file_id = ?", gone)
@@ -236,7 +247,7 @@ class DeviceManager:
         """The next rows this drive lacks; [] when up to date, None when not known yet (more
         pages to look at next step — the main loop must not stall on a huge library)."""
         for _ in range(max_pages):
-            rows = candidates(lib, self.cfg.export.categories, after_analysed=att.cursor, limit=SYNC_BATCH * 5)
+            rows = candidates(lib, self.cfg.export.categories, after=att.cursor, limit=SYNC_BATCH * 5)
             if not rows:
                 att.pending = 0
                 return []
@@ -245,11 +256,12 @@ class DeviceManager:
             there = dict(lib.db.execute(
                 f"SELECT file_id, category FROM exports WHERE device_uuid = ? AND file_id IN ({marks})",
                 [att.key, *ids]).fetchall())
-            todo = [r for r in rows if r["id"] not in there or there[r["id"]] != r["category"]]
+            todo = [r for r in rows if (r["id"] not in there or there[r["id"]] != r["category"])
+                    and r["id"] not in att.failed]
             if todo:
                 att.pending = len(todo)
                 return todo
-            att.cursor = max(r["analysed_at"] for r in rows)
+            att.cursor = (rows[-1]["analysed_at"], rows[-1]["id"])
         return None
 
     def _plan(self, lib: Library, att: Attached, target: Path, rows: list[dict[str, Any]]) -> list[PlanItem]:
@@ -320,6 +332,9 @@ class DeviceManager:
 
     def _record_device(self, lib: Library, att: Attached) -> None:
         now = time.time()
+        if att.previous_state is None:
+            row = lib.db.execute("SELECT state FROM devices WHERE uuid = ?", [att.key]).fetchone()
+            att.previous_state = row[0] if row else "new"
         with lib.db.atomic():
             lib.db["devices"].upsert({
                 "uuid": att.key, "label": att.dev.label, "name": (self._entry_for(att.dev) or DeviceEntry()).name,

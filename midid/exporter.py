@@ -61,15 +61,20 @@ class ExportSummary:
                 "stopped": self.stopped, "not_copied": self.not_copied}
 
 
-def candidates(lib: Library, categories: Iterable[str], *, after_analysed: float = 0.0,
+def candidates(lib: Library, categories: Iterable[str], *, after: tuple[float, int] = (0.0, 0),
                limit: int | None = None) -> list[dict[str, Any]]:
-    """Categorised files in the chosen categories, in library order."""
+    """Categorised files in the chosen categories, in (analysed_at, id) order after `after`.
+
+    The cursor is a pair because a whole batch is committed with one analysed_at: paging by
+    the time alone would skip the rest of a batch cut by a page boundary.
+    """
     cats = list(categories)
     marks = ",".join("?" * len(cats))
     sql = ("SELECT f.id, f.path, f.name, f.pack, f.hash, f.analysed_at, a.category, a.bpm, a.key_tonic,"
            " a.key_mode, a.tags, a.chords, a.progression FROM files f JOIN analysis a ON a.file_id = f.id"
-           f" WHERE a.category IN ({marks}) AND f.analysed_at > ? AND f.error IS NULL ORDER BY f.analysed_at, f.id")
-    args: list[Any] = [*cats, after_analysed]
+           f" WHERE a.category IN ({marks}) AND (f.analysed_at > ? OR (f.analysed_at = ? AND f.id > ?))"
+           " AND f.error IS NULL ORDER BY f.analysed_at, f.id")
+    args: list[Any] = [*cats, after[0], after[0], after[1]]
     if limit:
         sql += " LIMIT ?"
         args.append(limit)

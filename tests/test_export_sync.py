@@ -202,3 +202,36 @@ def test_full_drive_stops_cleanly_and_says_so(drive_daemon, tmp_path) -> None:
         for f in drive.mountpoint.rglob("*.mid"):
             assert f.stat().st_size > 0
     assert d.stop() == 0
+
+
+def test_drive_pulled_mid_sync_keeps_complete_files_and_next_plug_resumes(drive_daemon, tmp_path) -> None:
+    config, lib_tmp, start = drive_daemon
+    many = lib_tmp / "Many"
+    many.mkdir()
+    base = next((DATA / "archive").glob("*.mid")).read_bytes()
+    for i in range(1500):
+        (many / f"loop_{i:04d}.mid").write_bytes(base + i.to_bytes(2, "big"))
+    assert ctl(config, "import", "--local", "--json", str(many)).returncode == 0
+    d = start()
+    drive = LoopDrive(make_image(tmp_path / "pull.img", "MPC_PULL", 64), "MPC_PULL")
+    try:
+        drive.attach()
+        drive.mount(tmp_path / "media" / "MPC_PULL")
+        wait_until(lambda: len(list(drive.mountpoint.rglob("*.mid"))) >= 1, 60, "first files")
+        drive.pull()  # every later write fails with EIO, as when the cable goes
+        wait_until(lambda: device(config, "MPC_PULL").get("state") == "gone", 60, "pull noticed")
+        assert "not copied: device gone" in device(config, "MPC_PULL")["message"]
+        drive.cleanup()
+        wait_until(lambda: not device(config, "MPC_PULL").get("devnode"), 30, "unplug noticed")
+        drive.attach()
+        drive.mount(tmp_path / "media" / "MPC_PULL")
+        wait_until(lambda: device(config, "MPC_PULL").get("state") == "synced"
+                   and device(config, "MPC_PULL").get("devnode"), 120, "resumed sync")
+        files = list(drive.mountpoint.rglob("*.mid"))
+        assert len(files) == 1500 + 14
+        assert not list(drive.mountpoint.rglob(".midid-tmp-*"))
+        sizes = {f.stat().st_size for f in files if f.parent.name == "Many"}
+        assert sizes == {len(base) + 2}, "no half-written file"
+    finally:
+        drive.cleanup()
+    assert d.stop() == 0
