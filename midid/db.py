@@ -167,13 +167,6 @@ class Library:
         row = self.db.execute("SELECT size, mtime FROM scanned WHERE disk_path = ?", [disk_path]).fetchone()
         return row is not None and row[0] == size and abs(row[1] - mtime) < 1e-6
 
-    def known_origins(self, origins: Sequence[str]) -> set[str]:
-        if not origins:
-            return set()
-        marks = ",".join("?" * len(origins))
-        rows = self.db.execute(f"SELECT origin FROM sources WHERE origin IN ({marks})", list(origins)).fetchall()
-        return {r[0] for r in rows}
-
     def commit_import(self, files: list[dict[str, Any]], sources: list[dict[str, Any]],
                       tags: list[dict[str, Any]], scanned: list[dict[str, Any]],
                       failures: list[dict[str, Any]]) -> None:

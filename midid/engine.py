@@ -243,11 +243,12 @@ class Engine:
             if rel == row["path"]:
                 same.append(row["id"])
                 continue
+            # When only the new name exists, the rename happened before a crash that came ahead
+            # of its commit: there is nothing to move, only to record.
             try:
                 if (self.root / row["path"]).exists() or not (self.root / rel).exists():
                     (self.root / rel).parent.mkdir(parents=True, exist_ok=True)
                     (self.root / row["path"]).rename(self.root / rel)
-                # else: renamed before a crash that came ahead of the commit; just record it
             except OSError as exc:
                 self.lib.record_file_error(row["id"], "rename", f"cannot rename in the library: {exc.strerror}")
                 continue
