@@ -96,7 +96,7 @@ class Daemon:
             signal.signal(signal.SIGINT, lambda *_: self.stopping.set())
             signal.signal(signal.SIGHUP, lambda *_: self.reload_requested.set())
             self.engine = Engine(self.cfg, self.lib, runner)
-            self.importer = Importer(self.cfg, self.lib, batch_size=self.cfg.pipeline.batch_size)
+            self.importer = Importer(self.cfg, self.lib)
             self._start_edges()
             if self.cfg.sources.folders:
                 self.jobs.append(ImportJob(self._existing_folders(self.cfg), catch_up=True))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import itertools
 import logging
 import os
 import shutil
@@ -53,14 +54,21 @@ class BatchWriter:
     def __post_init__(self) -> None:
         self.staging = self.root / STAGING
         self.staging.mkdir(parents=True, exist_ok=True)
+        self._prefix = uuid.uuid4().hex[:12] + "-"
+        self._counter = itertools.count()
 
     def _tmp(self) -> Path:
-        return self.staging / uuid.uuid4().hex
+        return self.staging / f"{self._prefix}{next(self._counter)}"
 
     def add_bytes(self, relpath: str, data: bytes) -> None:
         tmp = self._tmp()
-        with open(tmp, "wb") as fh:
-            fh.write(data)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
         self.staged.append(Staged(tmp, self.root / relpath))
 
     def add_link_or_copy(self, relpath: str, source: Path) -> None:
@@ -79,8 +87,11 @@ class BatchWriter:
         if not self.staged:
             return
         syncfs(self.root)
+        made: set[Path] = set()
         for item in self.staged:
-            item.dest.parent.mkdir(parents=True, exist_ok=True)
+            if item.dest.parent not in made:
+                item.dest.parent.mkdir(parents=True, exist_ok=True)
+                made.add(item.dest.parent)
             os.replace(item.tmp, item.dest)
         syncfs(self.root)
         self.staged.clear()

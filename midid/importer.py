@@ -114,11 +114,12 @@ class _Pending:
 class Importer:
     """Runs the import stage into one library; the caller owns the Library (one writer)."""
 
-    def __init__(self, cfg: Config, library: Library, *, batch_size: int = 512) -> None:
+    def __init__(self, cfg: Config, library: Library, *, batch_size: int | None = None) -> None:
         self.cfg = cfg
         self.lib = library
         self.root = cfg.library_path
-        self.batch_size = batch_size
+        # Import batches are larger than compute batches: each one pays two syncfs passes.
+        self.batch_size = batch_size or 4 * cfg.pipeline.batch_size
         self.root.mkdir(parents=True, exist_ok=True)
         clear_staging(self.root)
 

@@ -7,6 +7,7 @@ These words are priors for the analysis stage: they are recorded with their sour
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import PurePath
@@ -137,6 +138,29 @@ def tags_from_name(text: str) -> list[str]:
     return found
 
 
+@functools.lru_cache(maxsize=4096)
+def _container_metadata(archives: tuple[str, ...], folders: tuple[str, ...]
+                        ) -> tuple[float | None, tuple[str, str] | None, tuple[Tag, ...]]:
+    """BPM, key and tags of the folders and archives around a file; thousands of files share
+    the same containers, so this is computed once per container path."""
+    containers = [(name, "archive") for name in archives] + [(name, "folder") for name in folders]
+    bpm: float | None = None
+    key: tuple[str, str] | None = None
+    for name, _source in reversed(containers):
+        if bpm is None:
+            bpm = bpm_from_name(_stem(name))
+        if key is None:
+            key = key_from_name(_stem(name))
+    tags: list[Tag] = []
+    seen: set[str] = set()
+    for name, source in containers:
+        for t in tags_from_name(_stem(name)):
+            if t not in seen:
+                seen.add(t)
+                tags.append(Tag(t, source))
+    return bpm, key, tuple(tags)
+
+
 def name_metadata(filename: str, folders: Sequence[str] = (), archives: Sequence[str] = ()) -> NameMeta:
     """Metadata from a file name and the folders and archives it was found in.
 
@@ -144,21 +168,14 @@ def name_metadata(filename: str, folders: Sequence[str] = (), archives: Sequence
     "loop 90bpm.mid" means 90), the nearest folder over farther ones.
     """
     stem = _stem(PurePath(filename).name)
-    containers = [(name, "archive") for name in archives] + [(name, "folder") for name in folders]
+    c_bpm, c_key, c_tags = _container_metadata(tuple(archives), tuple(folders))
     bpm = bpm_from_name(stem)
     key = key_from_name(stem)
-    for name, _source in reversed(containers):
-        if bpm is None:
-            bpm = bpm_from_name(_stem(name))
-        if key is None:
-            key = key_from_name(_stem(name))
     tags: list[Tag] = [Tag(t, "filename") for t in tags_from_name(stem)]
     seen = {t.tag for t in tags}
-    for name, source in containers:
-        for t in tags_from_name(_stem(name)):
-            if t not in seen:
-                seen.add(t)
-                tags.append(Tag(t, source))
+    tags += [t for t in c_tags if t.tag not in seen]
+    bpm = c_bpm if bpm is None else bpm
+    key = c_key if key is None else key
     return NameMeta(
         bpm=bpm,
         key_tonic=key[0] if key else None,

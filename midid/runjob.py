@@ -94,7 +94,7 @@ def _run(cfg: Config, lib: Library, paths: list[str], show_progress: bool) -> di
                 bar.update(task, completed=s.seen,
                            description=f"import  {s.imported:,} new, {s.duplicates:,} dup, {s.errors:,} err")
 
-        summary = Importer(cfg, lib, batch_size=cfg.pipeline.batch_size).run(paths, progress=on_import)
+        summary = Importer(cfg, lib).run(paths, progress=on_import)
         queued = lib.stage_counts(cfg.rename.enabled)
         todo = queued["analyze"]["queued"] + queued["split"]["queued"]
         runner = make_runner(cfg, expected_files=todo)

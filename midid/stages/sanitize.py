@@ -29,6 +29,8 @@ All functions are pure: whether a name is taken is asked of a predicate the call
 
 from __future__ import annotations
 
+import functools
+
 import re
 from collections.abc import Callable, Sequence
 
@@ -134,6 +136,7 @@ def sanitize_filename(name: str) -> str:
     return _finish(_clean_stem(name, MIDI_EXTENSIONS, max_stem), max_stem) + MIDI_EXT
 
 
+@functools.lru_cache(maxsize=8192)
 def sanitize_dirname(name: str) -> str:
     """Make one library folder name; archive extensions go (``Trap Pack.zip`` -> ``Trap_Pack``)."""
     return _finish(_clean_stem(name, ARCHIVE_EXTENSIONS, DIRNAME_MAX), DIRNAME_MAX)
