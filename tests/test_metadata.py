@@ -1,0 +1,47 @@
+"""Filename, folder and archive metadata: BPM, key and role/genre words become tagged priors."""
+
+from __future__ import annotations
+
+import pytest
+
+from midid.metadata import Tag, bpm_from_name, key_from_name, name_metadata, tags_from_name
+
+
+@pytest.mark.parametrize("name, bpm", [
+    ("loop 128bpm", 128.0), ("Loop_128 BPM_final", 128.0), ("trap_140_dark", 140.0), ("bpm90 chill", 90.0),
+    ("92.5bpm groove", 92.5), ("kick-174-", 174.0), ("808 bass", None), ("track 7", None),
+    ("take_12_final", None), ("20_latin-brazilian-baiao_110_beat_4-4", 110.0), ("Pack 2024", None),
+])
+def test_bpm_patterns(name: str, bpm: float | None) -> None:
+    assert bpm_from_name(name) == bpm
+
+
+@pytest.mark.parametrize("name, key", [
+    ("bass Cmaj", ("C", "major")), ("lead C#m", ("C#", "minor")), ("pad Am", ("A", "minor")),
+    ("chords F minor", ("F", "minor")), ("keys Bb major", ("A#", "major")), ("Ebmin arp", ("D#", "minor")),
+    ("G#-min", ("G#", "minor")), ("D_dur", ("D", "major")), ("c-moll", ("C", "minor")), ("riff F#", ("F#", "major")),
+    ("Loop A", None), ("Game em", None), ("Emotion", None), ("Bass", None), ("Abstract", None),
+])
+def test_key_patterns(name: str, key: tuple[str, str] | None) -> None:
+    assert key_from_name(name) == key
+
+
+@pytest.mark.parametrize("name, tags", [
+    ("Kick Loop 01", ["kick", "loop"]), ("HiHat_open", ["hat"]), ("snare roll fill", ["snare", "fill"]),
+    ("808 Bassline", ["bass"]), ("Lead Synth Hook", ["lead", "melody"]), ("chord stabs", ["chord"]),
+    ("lo-fi hip-hop keys", ["lofi", "hiphop", "piano"]), ("soul-groove10", ["soul"]), ("Riser FX", ["fx"]),
+    ("crash ride", ["cymbal"]), ("conga perc", ["perc"]), ("tom fill", ["tom", "fill"]), ("PadProgression", ["pad", "progression"]),
+])
+def test_tag_words(name: str, tags: list[str]) -> None:
+    assert tags_from_name(name) == tags
+
+
+def test_sources_and_precedence() -> None:
+    meta = name_metadata("loop 90bpm.mid", folders=["Trap 140 BPM", "Drums"], archives=["Mega Pack Am.zip"])
+    assert meta.bpm == 90.0                       # the file name wins over its folder
+    assert (meta.key_tonic, meta.key_mode) == ("A", "minor")   # from the archive name
+    assert Tag("loop", "filename") in meta.tags
+    assert Tag("trap", "folder") in meta.tags and Tag("drums", "folder") in meta.tags
+    inner = name_metadata("kick.mid", folders=["Trap 140 BPM", "Slow 70 BPM"])
+    assert inner.bpm == 70.0                      # the nearest folder wins
+    assert [t.tag for t in inner.tags].count("kick") == 1
