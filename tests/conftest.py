@@ -21,6 +21,15 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _analysis_kernels_compiled() -> None:
+    """Compile (first run on a machine) or load the numba kernels once, before any test
+    times an analysis: the hang detectors must not count a one-off compilation."""
+    from midid.analysis import warm_up
+
+    warm_up()
+
+
 @pytest.fixture
 def corpus() -> Path:
     if not CORPUS.is_dir():

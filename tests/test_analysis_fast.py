@@ -11,7 +11,7 @@ import pytest
 
 from midid.analysis import analyze_bytes
 from midid.analysis.analyze import onset_roles
-from midid.analysis.chords import beat_phase, detect_chords
+from midid.analysis.chords import beat_grid, detect_chords
 from midid.analysis.tempo import CANDIDATES, WEIGHTS, estimate_bpm, features
 
 TPQ = 480
@@ -62,7 +62,7 @@ def test_chords_follow_a_beat_grid_that_is_off_the_tick_grid() -> None:
         # re-struck every beat, each note a little short, so onsets mark the beat
         events += [(s + b * TPQ, s + b * TPQ + TPQ - 40, p) for b in range(8) for p in chord]
     start, end, pitch = (np.array(x, dtype=np.int64) for x in zip(*events))
-    assert beat_phase(start, TPQ) == late
+    assert beat_grid(start, end, TPQ).phase == late
     segments = detect_chords(start, end, pitch.astype(np.int16), TPQ)
     # The third of a beat before the first chord is silence, then one chord per two bars.
     assert [label for _, label in segments] == ["N"] + ["C:maj", "A:min", "F:maj", "G:maj"] * 2
@@ -72,10 +72,12 @@ def test_chords_follow_a_beat_grid_that_is_off_the_tick_grid() -> None:
 
 def test_beat_phase_is_zero_on_the_tick_grid_and_wraps() -> None:
     on_grid = np.arange(0, 32 * TPQ, TPQ // 2, dtype=np.int64)
-    assert beat_phase(on_grid, TPQ) == 0  # even eighths: no clear phase, keep the grid
-    assert beat_phase(on_grid[::2], TPQ) == 0
+    assert beat_grid(on_grid, on_grid + 60, TPQ).phase == 0  # even eighths: keep the grid
+    assert beat_grid(on_grid[::2], on_grid[::2] + 60, TPQ).phase == 0
     just_early = on_grid[::2] + TPQ - 12  # quarter notes 12 ticks before each beat
-    assert abs(beat_phase(just_early, TPQ) - (TPQ - 12)) <= TPQ // 48  # histogram resolution
+    grid = beat_grid(just_early, just_early + 60, TPQ)
+    assert abs(grid.phase - (TPQ - 12)) <= TPQ // 48  # histogram resolution
+    assert grid.shift == (TPQ - grid.phase) % TPQ and grid.step == TPQ
 
 
 # Below ~80 BPM a straight-eighth beat reads as double time (the fitted prior's choice; see

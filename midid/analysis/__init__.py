@@ -1,6 +1,6 @@
 """Musical analysis of MIDI bytes: tempo, key, drums, chords and MPC category (pure code)."""
 
-from .analyze import analyze_bytes
+from .analyze import analyze_bytes, warm_up
 from .model import Analysis, AnalysisError
 
-__all__ = ["Analysis", "AnalysisError", "analyze_bytes"]
+__all__ = ["Analysis", "AnalysisError", "analyze_bytes", "warm_up"]

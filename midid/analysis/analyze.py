@@ -6,21 +6,33 @@ import re
 from collections.abc import Sequence
 
 import numpy as np
+from symusic import Note, Score, Tempo, Track
 
 from . import chords as chords_mod
 from .category import Evidence, categorize
-from .drums import PART_OF_PITCH, drum_parts, looks_like_kit, names_say_drums
+from .drums import PART_OF_PITCH, looks_like_kit, names_say_drums, part_shares
+from .kernels import note_summary
 from .key import find_key
 from .model import Analysis
 from .parse import ParsedMidi, parse_midi
-from .tempo import estimate_bpm
-from .timing import bar_count, tempo_summary, ticks_to_seconds, time_signature
+from .tempo import MAX_SECONDS, MetaGrid, estimate_bpm
+from .timing import (
+    bar_count,
+    opening_tempo,
+    seconds_at,
+    tempo_summary,
+    ticks_to_seconds,
+    time_signature,
+)
 
 DEFAULT_BPM = 120.0
 # Rhythmic role of each drum part in tempo.ROLES[1:] (low, back, high; -1 none); pitched
 # notes below E3 play the "low" role (bass lines lock to the kick).
 _PART_ROLE = np.array([0, 1, 2, 2, -1, -1], dtype=np.int8)
 _LOW_PITCH = 52
+# Role of a note by (is drum, pitch): one table lookup per note.
+_ROLE_OF = np.stack([np.where(np.arange(128) < _LOW_PITCH, 0, -1), _PART_ROLE[PART_OF_PITCH]])
+_ROLE_OF = _ROLE_OF.astype(np.int8)
 _TAG_WORD = re.compile(r"[^a-z0-9#]+")
 
 
@@ -37,13 +49,20 @@ def analyze_bytes(
     tags = [t.lower() for t in prior_tags]
     drum = _drum_notes(midi, tags)
     tpq = midi.tpq
-    last_tick = int(midi.end.max()) if midi.end.size else 0
-    signature = time_signature(midi)
+    n_notes = int(midi.start.size)
+    (first_tick, last_tick, pitch_min, pitch_max, part_hits, per_voice, pitched_per_voice,
+     polyphony, pitched_poly, chord_onset_share, median_pitch) = note_summary(
+        midi.start, midi.end, midi.pitch, midi.voice, drum, len(midi.voices), PART_OF_PITCH)
+    signature = time_signature(midi, first_tick)
     tempo = tempo_summary(midi, last_tick)
 
     onset_s = ticks_to_seconds(midi.start, midi)  # one pass over the tempo map
+    # One tempo over the onsets the estimate reads: ticks and seconds are one scale apart.
+    opening = opening_tempo(midi, first_tick, int(midi.start[onset_s < MAX_SECONDS].max(
+        initial=first_tick))) if n_notes else None
     bpm_estimate = estimate_bpm(
-        onset_s, midi.velocity.astype(np.float64) / 127.0, onset_roles(midi.pitch, drum)
+        onset_s, midi.velocity / 127.0, onset_roles(midi.pitch, drum),
+        None if opening is None else MetaGrid(midi.start, tpq, opening),
     )
     if tempo.bpm is not None:
         bpm, source = tempo.bpm, "meta"
@@ -54,43 +73,43 @@ def analyze_bytes(
     else:
         bpm, source = DEFAULT_BPM, "default"
 
-    pitched = ~drum
-    p_start, p_end, p_pitch = midi.start[pitched], midi.end[pitched], midi.pitch[pitched]
+    n_drum = int(part_hits.sum())
     key = None
     chord_segments: list[tuple[float, str]] = []
-    if p_start.size:
-        key = find_key(p_pitch, (p_end - p_start) / tpq)
-        chord_segments = chords_mod.detect_chords(p_start, p_end, p_pitch, tpq)
+    if n_drum < n_notes:
+        pitched = ~drum
+        p_start, p_end, p_pitch = midi.start[pitched], midi.end[pitched], midi.pitch[pitched]
+        runs = chords_mod.chord_runs(p_start, p_end, p_pitch, tpq)
+        chord_segments = chords_mod.labelled(runs)
+        key = find_key(p_pitch, (p_end - p_start) / tpq,
+                       chords_mod.root_profiles(runs, last_tick / tpq))
     key_tonic = key.tonic if key else None
     key_mode = key.mode if key else None
-    parts = drum_parts(midi.pitch[drum])
+    parts = part_shares(part_hits)
     bars = bar_count(last_tick / tpq, signature)
-    polyphony = _polyphony(midi.start, midi.end)
-    pitched_poly = _polyphony(p_start, p_end)
     chord_labels = {label for _, label in chord_segments if label != "N"}
-    n_notes = int(midi.start.size)
-    drum_share = float(drum.mean()) if n_notes else 0.0
+    drum_share = n_drum / n_notes if n_notes else 0.0
     evidence = Evidence(
         notes=n_notes,
         drum_share=drum_share,
         drum_parts=parts,
-        pitched_voices=_voices_with_share(midi.voice[pitched], n_notes),
+        pitched_voices=int(np.count_nonzero(pitched_per_voice >= 0.1 * n_notes)),
         polyphony=pitched_poly,
-        chord_onset_share=_chord_onset_share(p_start),
-        median_pitch=float(np.median(p_pitch)) if p_pitch.size else None,
+        chord_onset_share=chord_onset_share,
+        median_pitch=median_pitch if median_pitch >= 0 else None,
         bars=bars,
         distinct_chords=len(chord_labels),
         chord_changes_per_bar=(len(chord_segments) - 1) / bars if bars else 0.0,
     )
     category = categorize(evidence, _tag_words(tags))
-    voice_ids = np.flatnonzero(np.bincount(midi.voice, minlength=len(midi.voices)))
+    sounding = [v for v, count in zip(midi.voices, per_voice.tolist()) if count]
     return Analysis(
         bpm=round(float(bpm), 2),
         bpm_source=source,
         bpm_estimate=bpm_estimate,
         tempo_changes=tempo.changes,
         time_signature=f"{signature[0]}/{signature[1]}",
-        duration_s=round(float(ticks_to_seconds(np.array([last_tick]), midi)[0]), 3),
+        duration_s=round(seconds_at(last_tick, midi), 3),
         bars=bars,
         key_tonic=key_tonic,
         key_mode=key_mode,
@@ -101,12 +120,10 @@ def analyze_bytes(
         progression=chords_mod.progression(chord_segments, key_tonic, key_mode),
         notes=n_notes,
         tracks=midi.track_count,
-        channels=int(voice_ids.size),
-        programs=sorted(
-            {midi.voices[v].program for v in voice_ids.tolist() if not midi.voices[v].is_drum}
-        ),
-        pitch_min=int(midi.pitch.min()) if n_notes else None,
-        pitch_max=int(midi.pitch.max()) if n_notes else None,
+        channels=len(sounding),
+        programs=sorted({v.program for v in sounding if not v.is_drum}),
+        pitch_min=int(pitch_min) if n_notes else None,
+        pitch_max=int(pitch_max) if n_notes else None,
         polyphony=round(polyphony, 3),
         category=category,
         tags=_output_tags(category, parts, drum_share, key_mode, tags),
@@ -114,11 +131,29 @@ def analyze_bytes(
     )
 
 
+def warm_up() -> None:
+    """Compile (first process on a machine: seconds) or load from numba's cache (well under
+    a second) every analysis kernel, by analysing two small made-up files: a quantised
+    chord-and-drum loop (the tempo-map shortcut) and an unquantised one (the full tempo
+    scan). Call it where a process starts work - a pool worker - so that its first real
+    file is not the one that pays."""
+    tpq = 96
+    for offset in (0, 7):  # on the tick grid, then 7 ticks off it
+        score = Score(tpq)
+        score.tempos.append(Tempo(0, 110.0))
+        drums, keys = Track("drums", 0, True), Track("keys", 0, False)
+        for beat in range(32):
+            at = beat * tpq + (offset * (beat % 3) if beat % 2 else 0)
+            drums.notes.append(Note(at, tpq // 4, 36 if beat % 2 == 0 else 38, 100))
+            for pitch in (48, 60, 64, 67):
+                keys.notes.append(Note(at, tpq, pitch + 2 * (beat // 8), 80))
+        score.tracks.extend([drums, keys])
+        analyze_bytes(score.dumps_midi())
+
+
 def onset_roles(pitch: np.ndarray, drum: np.ndarray) -> np.ndarray:
     """Per-note index into tempo.ROLES[1:] (-1 for notes without a rhythmic role)."""
-    role = np.where(pitch < _LOW_PITCH, 0, -1).astype(np.int8)
-    role[drum] = _PART_ROLE[PART_OF_PITCH[pitch[drum]]]
-    return role
+    return _ROLE_OF[drum.view(np.uint8), pitch]
 
 
 def _drum_notes(midi: ParsedMidi, tags: Sequence[str]) -> np.ndarray:
@@ -133,36 +168,6 @@ def _drum_notes(midi: ParsedMidi, tags: Sequence[str]) -> np.ndarray:
                 midi.pitch[midi.voice == i], names_say_drums([voice.name]), tagged
             )
     return is_kit[midi.voice] if midi.voice.size else np.zeros(0, dtype=bool)
-
-
-def _polyphony(start: np.ndarray, end: np.ndarray) -> float:
-    """Mean number of notes sounding while at least one sounds (time in ticks): total note
-    time over the length of the union of the notes (one sort by onset, skipped when the
-    notes already come in order, as a single track's do)."""
-    if start.size == 0:
-        return 0.0
-    if start.size > 1 and (start[1:] < start[:-1]).any():
-        order = np.argsort(start, kind="stable")
-        start, end = start[order], end[order]
-    reach = np.maximum.accumulate(end)
-    silent = np.maximum(start[1:] - reach[:-1], 0).sum()
-    busy = float(reach[-1] - start[0] - silent)
-    return float((end - start).sum()) / busy if busy > 0 else 1.0
-
-
-def _chord_onset_share(start: np.ndarray) -> float:
-    """Share of onset times where three or more pitched notes start together."""
-    if start.size == 0:
-        return 0.0
-    _, counts = np.unique(start, return_counts=True)
-    return float((counts >= 3).mean())
-
-
-def _voices_with_share(voice: np.ndarray, total: int, share: float = 0.1) -> int:
-    """Number of voices holding at least ``share`` of all notes."""
-    if voice.size == 0:
-        return 0
-    return int((np.bincount(voice) >= share * total).sum())
 
 
 def _tag_words(tags: Sequence[str]) -> list[str]:

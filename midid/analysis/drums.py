@@ -52,22 +52,24 @@ def looks_like_kit(pitch: np.ndarray, named: bool, tagged: bool) -> bool:
     """
     if pitch.size == 0:
         return False
-    in_range = (pitch >= _GM_KIT_RANGE[0]) & (pitch <= _GM_KIT_RANGE[1])
     if named:
-        return bool(in_range.mean() >= 0.9)
+        return bool(((pitch >= _GM_KIT_RANGE[0]) & (pitch <= _GM_KIT_RANGE[1])).mean() >= 0.9)
+    core = _CORE_KIT[pitch].mean()
+    if not tagged and (pitch.size < 4 or core < 0.8):
+        return False  # most melodic voices: decided without sorting their notes
     distinct = np.unique(pitch)
     if tagged and distinct.size <= 4 and (PART_OF_PITCH[distinct] != PARTS.index("perc")).all():
         return True
     if pitch.size < 4 or distinct.size > 16:
         return False
-    core = _CORE_KIT[pitch].mean()
+    in_range = (distinct[0] >= _GM_KIT_RANGE[0]) & (distinct[-1] <= _GM_KIT_RANGE[1])
     groups = np.bincount(PART_OF_PITCH[pitch], minlength=len(PARTS))[:3] / pitch.size
-    return bool(core >= 0.8 and np.count_nonzero(groups >= 0.05) >= 2 and in_range.all())
+    return bool(core >= 0.8 and np.count_nonzero(groups >= 0.05) >= 2 and in_range)
 
 
-def drum_parts(pitch: np.ndarray) -> dict[str, float]:
-    """Share of drum hits per kit part (sums to 1; all zeros when there are no hits)."""
-    counts = np.bincount(PART_OF_PITCH[pitch], minlength=len(PARTS))
-    total = counts.sum()
-    shares = counts / total if total else counts.astype(np.float64)
-    return {p: round(float(s), 4) for p, s in zip(PARTS, shares, strict=True)}
+def part_shares(hits: np.ndarray) -> dict[str, float]:
+    """Share of drum hits per kit part from hit counts in PARTS order (sums to 1; all zeros
+    when there are no hits)."""
+    total = int(hits.sum())
+    counts = hits.tolist()
+    return {p: round(h / total, 4) if total else 0.0 for p, h in zip(PARTS, counts, strict=True)}

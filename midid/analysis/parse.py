@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from mido.midifiles.meta import build_meta_message
-from mido.midifiles.midifiles import read_byte, read_bytes, read_message, read_variable_int
+from mido.midifiles.midifiles import read_byte, read_bytes, read_message
 from symusic import Score
 
 from .model import AnalysisError
@@ -120,7 +120,8 @@ def parse_midi(data: bytes) -> ParsedMidi:
         except RuntimeError as err:
             log.debug("symusic rejected file (%s); using lenient parse", err)
         else:
-            if parsed.start.size:
+            # symusic keeps ticks in 32 bits: huge delta times wrap to negative times.
+            if parsed.start.size and parsed.start.min() >= 0:
                 return parsed
     return _parse_lenient(data, chunks)
 
@@ -145,9 +146,9 @@ def _parse_symusic(data: bytes, chunks: _Chunks) -> ParsedMidi:
     if sum(sizes) > MAX_NOTES:
         raise AnalysisError(f"more than {MAX_NOTES} notes")
     tempos = score.tempos.numpy()
-    sigs = tuple(
-        (int(ts.time), int(ts.numerator), int(ts.denominator)) for ts in score.time_signatures
-    )
+    ts = score.time_signatures.numpy()  # arrays: iterating the pybind list costs more
+    sigs = tuple(zip(ts["time"].tolist(), ts["numerator"].tolist(), ts["denominator"].tolist(),
+                     strict=True))
     if len(parts) == 1:  # the common case (a loop, a split part): no copies
         only = parts[0]
         start, dur = only["time"].astype(np.int64), only["duration"].astype(np.int64)
@@ -282,7 +283,7 @@ def _walk_track(
     first_note = len(notes)
     try:
         while True:
-            tick += read_variable_int(infile)
+            tick += _read_vlq(infile)
             status = read_byte(infile)
             peek: list[int] = []
             if status < 0x80:
@@ -293,7 +294,7 @@ def _walk_track(
                 last_status = status
             if status == 0xFF:
                 meta_type = read_byte(infile)
-                payload = read_bytes(infile, read_variable_int(infile))
+                payload = read_bytes(infile, _read_vlq(infile))
                 if meta_type == 0x2F:
                     break
                 if meta_type not in _METAS_USED:
@@ -310,7 +311,7 @@ def _walk_track(
                     name = meta.name
                 continue
             if status in (0xF0, 0xF7):
-                read_bytes(infile, read_variable_int(infile))
+                read_bytes(infile, _read_vlq(infile))
                 continue
             msg = read_message(infile, status, peek, 0, clip=True)
             channel = status & 0x0F
@@ -340,6 +341,18 @@ def _walk_track(
             notes.append((s, end, pitch, v, voice))
     if name and len(notes) > first_note:
         _rename_voices(voices, {n[4] for n in notes[first_note:]}, name)
+
+
+def _read_vlq(infile: io.BytesIO) -> int:
+    """A variable-length number of at most 4 bytes, as the SMF spec allows (mido reads any
+    length, so a run of 0xFF bytes became a delta time of thousands of bits)."""
+    value = 0
+    for _ in range(4):
+        byte = read_byte(infile)
+        value = (value << 7) | (byte & 0x7F)
+        if byte < 0x80:
+            return value
+    raise ValueError("variable-length number longer than 4 bytes")
 
 
 def _voice_id(

@@ -2,8 +2,10 @@
 
 Onsets become onset-strength envelopes (FRAME_RATE frames per second, velocity-weighted, over
 the first MAX_SECONDS): one for all notes and one per rhythmic role - low (kick, or pitched
-notes below E3), backbeat (snare, clap, rim) and high (hats and cymbals). One batched FFT gives
-their spectra and autocorrelations. Each candidate tempo is then read off them: the
+notes below E3), backbeat (snare, clap, rim) and high (hats and cymbals). One batched rFFT
+gives their spectra; their autocorrelations come from the pairs of onset frames within 4 s
+of each other (:func:`.kernels.envelope_acf`, the same numbers as an inverse FFT). Each
+candidate tempo is then read off them: the
 autocorrelation at the beat period and its multiples and fractions (a metrical comb: a beat is
 supported by its bar, its subdivisions and by the snare landing every second beat), spectral
 coherence at 1/2 to 4 cycles per beat, the phase relation of kick and snare, and how many
@@ -12,17 +14,26 @@ picks the tempo; its weights were fitted by softmax regression on Groove MIDI dr
 and checked on drummers 4, 5 and 10 (docs/analysis.md, ``benchmarks/analyze.py --fit``).
 The score resolves octave errors (1/2x, 2x, 2/3x, 1.5x), the hard part of onset tempo.
 
-Every index that depends only on the candidate grid is computed once at import, so a file
-costs one bincount, one FFT pair and a few gathers, whatever its length.
+Every index that depends only on the candidate grid is computed once at import, and the
+readings and the score are one compiled pass (:func:`.kernels.tempo_features`), so a file
+costs one rFFT and three kernel calls, whatever its length. A file written on its own tick
+grid (step-sequenced or quantised) under one tempo skips all of it: see :func:`estimate_bpm`.
 """
 
 from __future__ import annotations
 
+import bisect
+import math
+from dataclasses import dataclass
+
 import numpy as np
+
+from .kernels import envelope_acf, grid_onsets, onset_envelopes, tempo_features
 
 FRAME_RATE = 50.0  # envelope frames per second (20 ms: about a drummer's timing jitter)
 MAX_SECONDS = 20.0  # the first 20 s (8 bars at 96 BPM) are plenty to find a loop's tempo
 MIN_ONSETS = 8
+GRID_SHARE = 0.95  # share of onsets on the tick grid that makes a file quantised
 BPM_RANGE = (40.0, 320.0)
 CANDIDATES = np.geomspace(BPM_RANGE[0], BPM_RANGE[1], 360)  # 0.6 % apart
 ROLES = ("all", "low", "back", "high")
@@ -41,6 +52,7 @@ RATES = (0.5, 1.0, 2.0, 3.0, 4.0)
 # kick on 1 and a snare on 2 do) and every beat.
 CROSS = (0.5, 1.0)
 _SMOOTH = np.array([0.5, 1.0, 0.5])  # a +-20 ms spread, applied in the spectrum for free
+_SMOOTH_ACF = np.correlate(_SMOOTH, _SMOOTH, "full")  # ... and to the autocorrelation
 _PRIOR_CENTER = 120.0
 _MAX_LAG_S = 4.0  # autocorrelation lags beyond 4 s read as 0 (only slow 4-beat readings)
 _MAX_LAG = int(_MAX_LAG_S * FRAME_RATE)
@@ -64,14 +76,13 @@ def _reading_index() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 _GATHER, _FRAC, _INSIDE = _reading_index()
 # FFT lengths with only 2, 3 and 5 as factors (fast in pocketfft), long enough for any
 # envelope: padding to the next one instead of the next power of two saves ~25 % per file.
-_FFT_SIZES = np.array(sorted(
+_FFT_SIZES = tuple(sorted(
     2**a * 3**b * 5**c for a in range(13) for b in range(8) for c in range(6)
     if 2**a * 3**b * 5**c >= 64 and 2**a * 3**b * 5**c <= 2 * int(MAX_SECONDS * FRAME_RATE) + 4096
 ))
 _Z = np.log2(CANDIDATES / _PRIOR_CENTER)
 _PRIOR = np.column_stack([_Z, _Z * _Z])
 _BIN_PER_N = np.outer(CANDIDATES / 60.0 / FRAME_RATE, RATES)  # x FFT length = FFT bin
-_CROSS_COLS = np.array([RATES.index(c) for c in CROSS])
 FEATURE_NAMES = (
     [f"acf {r} {b:.3g}" for r, b in READINGS]
     + [f"coh {r} {c:g}" for r in ROLES for c in RATES]
@@ -92,52 +103,31 @@ WEIGHTS = np.array([
 ])
 
 
-_BLOCK_SIZES = (len(READINGS), len(ROLES) * len(RATES), len(CROSS), 2 * len(ROLES))
-_BLOCK_WEIGHTS = np.split(WEIGHTS[: sum(_BLOCK_SIZES)], np.cumsum(_BLOCK_SIZES)[:-1])
-_PRIOR_SCORE = _PRIOR @ WEIGHTS[sum(_BLOCK_SIZES) :]
+_CROSS_COLS = np.array([RATES.index(c) for c in CROSS])
+_LOG_STEP = math.log(CANDIDATES[1] / CANDIDATES[0])
+_SMOOTH_SPECTRA: dict[int, np.ndarray] = {}  # rfft of _SMOOTH per FFT length (a few dozen)
 
 
-def envelopes(onset_s: np.ndarray, weight: np.ndarray, role: np.ndarray) -> np.ndarray:
-    """(len(ROLES), frames) weighted onset envelopes; ``role`` indexes ROLES[1:], -1 = none."""
-    frames = (onset_s * FRAME_RATE + 0.5).astype(np.int64)
-    keep = (frames >= 0) & (frames < MAX_SECONDS * FRAME_RATE)
-    frames, weight, role = frames[keep], weight[keep], role[keep]
-    n = int(frames.max()) + 1 if frames.size else 1
-    rows = (role.astype(np.int64) + 1) * n + frames
-    has_role = role >= 0
-    env = np.bincount(frames, weights=weight, minlength=len(ROLES) * n)
-    env += np.bincount(rows[has_role], weights=weight[has_role], minlength=len(ROLES) * n)
-    return env.reshape(len(ROLES), n)
-
-
-def _blocks(onset_s: np.ndarray, weight: np.ndarray, role: np.ndarray) -> list[np.ndarray] | None:
-    """The feature blocks of :func:`features` (each (len(CANDIDATES), k)), before stacking."""
-    env = envelopes(onset_s, weight, role)
-    size = env.shape[1]
-    onset_frames = np.count_nonzero(env, axis=1)
+def _scored(
+    onset_s: np.ndarray, weight: np.ndarray, role: np.ndarray
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """(features, score) of every candidate (see :func:`features`), None with too few onsets."""
+    env, total, onset_frames = onset_envelopes(
+        onset_s, weight, role, FRAME_RATE, int(MAX_SECONDS * FRAME_RATE), len(ROLES))
     if onset_frames[0] < MIN_ONSETS:
         return None
-    x = env - env.mean(axis=1, keepdims=True)
-    n = int(_FFT_SIZES[np.searchsorted(_FFT_SIZES, size + _MAX_LAG + _SMOOTH.size)])
-    spec = np.fft.rfft(x, n, axis=1) * np.fft.rfft(_SMOOTH, n)
-    acf = np.fft.irfft(spec.real**2 + spec.imag**2, n, axis=1)[:, : _MAX_LAG + 2]
-    # Unbiased: a lag of k frames overlaps size - k frames (floored so long lags of a short
-    # loop do not blow up), then normalised by the zero lag.
-    acf /= np.maximum(size - np.arange(_MAX_LAG + 2), size / 4)
-    acf = (acf / np.maximum(acf[:, :1], 1e-12)).ravel()
-    readings = (acf[_GATHER] * (1.0 - _FRAC) + acf[_GATHER + 1] * _FRAC) * _INSIDE
-    bins = np.minimum(_BIN_PER_N * n + 0.5, spec.shape[1] - 1).astype(np.int64)
-    at = spec[:, bins]  # (roles, candidates, rates)
-    total = np.maximum(env.sum(axis=1), 1e-9)
-    coherence = (np.abs(at) / total[:, None, None]).transpose(1, 0, 2)
-    low, back = at[1][:, _CROSS_COLS], at[2][:, _CROSS_COLS]
-    mag = np.abs(low) * np.abs(back)
-    cross = np.divide((low * np.conj(back)).real, mag, out=np.zeros(mag.shape), where=mag > 0)
-    # Onset frames per beat of each role (log2, 0.5 floor for roles without onsets).
-    per_beat = np.log2(np.outer(60.0 * FRAME_RATE / size / CANDIDATES,
-                                np.maximum(onset_frames, 0.5)))
-    return [readings, coherence.reshape(CANDIDATES.size, -1), cross,
-            np.stack([per_beat, per_beat**2], axis=2).reshape(CANDIDATES.size, -1), _PRIOR]
+    size = env.shape[1]
+    n = _FFT_SIZES[bisect.bisect_left(_FFT_SIZES, size + _MAX_LAG + _SMOOTH.size)]
+    smooth = _SMOOTH_SPECTRA.get(n)
+    if smooth is None:
+        smooth = _SMOOTH_SPECTRA.setdefault(n, np.fft.rfft(_SMOOTH, n))
+    spec = np.fft.rfft(env - (total / size)[:, None], n, axis=1) * smooth
+    acf = envelope_acf(env, total, _MAX_LAG + 2, _SMOOTH_ACF)
+    return tempo_features(
+        acf, spec, np.maximum(total, 1e-9), onset_frames, size, n,
+        _GATHER, _FRAC, _INSIDE, _BIN_PER_N, _CROSS_COLS, CANDIDATES, _PRIOR, FRAME_RATE,
+        WEIGHTS,
+    )
 
 
 def features(onset_s: np.ndarray, weight: np.ndarray, role: np.ndarray) -> np.ndarray | None:
@@ -145,33 +135,52 @@ def features(onset_s: np.ndarray, weight: np.ndarray, role: np.ndarray) -> np.nd
 
     ``onset_s`` in seconds (any order), ``weight`` per-onset strength (velocity / 127),
     ``role`` indexes ROLES[1:] or is -1."""
-    blocks = _blocks(onset_s, weight, role)
-    return None if blocks is None else np.column_stack(blocks)
+    scored = _scored(onset_s, weight, role)
+    return None if scored is None else scored[0]
 
 
-def estimate_bpm(onset_s: np.ndarray, weight: np.ndarray, role: np.ndarray) -> float | None:
+@dataclass(frozen=True)
+class MetaGrid:
+    """What the tempo map says: note onsets in ticks, ticks per quarter, and the one tempo
+    (quarter notes per minute) holding over the onsets the estimate reads (the first
+    MAX_SECONDS), for :func:`estimate_bpm`'s shortcut."""
+
+    start: np.ndarray
+    tpq: int
+    bpm: float
+
+
+def estimate_bpm(
+    onset_s: np.ndarray, weight: np.ndarray, role: np.ndarray, meta: MetaGrid | None = None
+) -> float | None:
     """Beats (quarter notes) per minute from onset times in seconds; None with fewer than
     MIN_ONSETS distinct onset frames.
 
     ``weight`` is per-onset strength (velocity / 127); ``role`` indexes ROLES[1:] or is -1.
-    Scores block by block (the same numbers as ``features(...) @ WEIGHTS``, without
-    stacking a matrix).
+    ``meta`` (one tempo over those onsets) allows a shortcut: when at least GRID_SHARE of the
+    onsets sit on a 16th or 16th-triplet of the tick grid (a step-sequenced or quantised
+    file), the notes were written on that tempo's beats, so it is their tempo by
+    construction (a scan of the onsets in seconds could only return it or a multiple of it)
+    and it is returned without the scan. Performances (onsets off the tick grid) are scanned.
     """
-    blocks = _blocks(onset_s, weight, role)
-    if blocks is None:
+    if meta is not None and meta.start.size:
+        on_grid, frames = grid_onsets(meta.start, onset_s, meta.tpq, FRAME_RATE,
+                                      int(MAX_SECONDS * FRAME_RATE))
+        if on_grid >= GRID_SHARE * meta.start.size:
+            return round(meta.bpm, 2) if frames >= MIN_ONSETS else None
+    scored = _scored(onset_s, weight, role)
+    if scored is None:
         return None
-    score = _PRIOR_SCORE.copy()
-    for block, w in zip(blocks[:-1], _BLOCK_WEIGHTS, strict=True):
-        score += block @ w
-    best = int(np.argmax(score))
-    return round(float(_parabolic(CANDIDATES, score, best)), 2)
+    score = scored[1]
+    best = int(score.argmax())
+    return round(_parabolic(CANDIDATES, score, best), 2)
 
 
 def _parabolic(x: np.ndarray, y: np.ndarray, i: int) -> float:
     """Vertex of the parabola through the best grid point and its neighbours (in log x)."""
     if i == 0 or i == x.size - 1:
         return float(x[i])
-    denom = y[i - 1] - 2 * y[i] + y[i + 1]
-    shift = 0.5 * (y[i - 1] - y[i + 1]) / denom if denom < 0 else 0.0
-    step = np.log(x[1] / x[0])
-    return float(x[i] * np.exp(np.clip(shift, -0.5, 0.5) * step))
+    below, at, above = float(y[i - 1]), float(y[i]), float(y[i + 1])
+    denom = below - 2 * at + above
+    shift = 0.5 * (below - above) / denom if denom < 0 else 0.0
+    return float(x[i]) * math.exp(min(max(shift, -0.5), 0.5) * _LOG_STEP)

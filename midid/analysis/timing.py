@@ -6,6 +6,7 @@ notes per minute, whatever the time signature says.
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
 
@@ -41,6 +42,29 @@ def ticks_to_seconds(ticks: np.ndarray, midi: ParsedMidi) -> np.ndarray:
     return sec_at[idx] + (ticks - bt[idx]) * sec_per_tick[idx]
 
 
+def seconds_at(tick: int, midi: ParsedMidi) -> float:
+    """Seconds from the start of the file to one tick position (see :func:`ticks_to_seconds`)."""
+    if midi.tempo_ticks.size <= 1:
+        mspq = float(midi.tempo_mspq[0]) if midi.tempo_ticks.size else DEFAULT_MSPQ
+        if not midi.tempo_ticks.size or midi.tempo_ticks[0] == 0:
+            return tick * mspq / 1e6 / midi.tpq
+    return float(ticks_to_seconds(np.array([tick]), midi)[0])
+
+
+def opening_tempo(midi: ParsedMidi, first_tick: int, until_tick: int) -> float | None:
+    """The tempo (quarter notes per minute) holding from ``first_tick`` through
+    ``until_tick``, or None when the tempo map changes in between or has no tempo event."""
+    ticks, mspq = midi.tempo_ticks, midi.tempo_mspq
+    if not ticks.size:
+        return None
+    at = bisect.bisect_right(ticks.tolist(), first_tick) - 1
+    value = int(mspq[at]) if at >= 0 else DEFAULT_MSPQ
+    inside = mspq[(ticks > first_tick) & (ticks <= until_tick)]
+    if (inside != value).any():
+        return None
+    return round(60e6 / value, 2)
+
+
 def tempo_summary(midi: ParsedMidi, last_tick: int) -> TempoSummary:
     """The dominant tempo up to ``last_tick`` and the number of tempo changes."""
     mspq = midi.tempo_mspq
@@ -58,13 +82,13 @@ def tempo_summary(midi: ParsedMidi, last_tick: int) -> TempoSummary:
     return TempoSummary(bpm=round(60e6 / dominant, 2), changes=changes)
 
 
-def time_signature(midi: ParsedMidi) -> tuple[int, int]:
-    """The time signature in force at the first note (4/4 when the file has none)."""
-    first = int(midi.start.min()) if midi.start.size else 0
+def time_signature(midi: ParsedMidi, first_tick: int) -> tuple[int, int]:
+    """The time signature in force at the first note (``first_tick``; 4/4 when the file has
+    none)."""
     valid = [(t, n, d) for t, n, d in midi.time_signatures if 0 < n <= 64 and 0 < d <= 64]
     if not valid:
         return (4, 4)
-    before = [s for s in valid if s[0] <= first]
+    before = [s for s in valid if s[0] <= first_tick]
     _, num, den = before[-1] if before else valid[0]
     return (num, den)
 

@@ -1,0 +1,525 @@
+"""Compiled inner loops of the analysis (numba), compiled on first use.
+
+The analysis is numpy over whole files, but some steps are loops by nature - the chord Viterbi
+(one step per beat), the tempo score (hundreds of gathers per candidate) - and for a short
+file the cost is the number of numpy calls, not arithmetic. These kernels do such steps in one
+call each. Each is compiled by numba with ``cache=True`` the first time it is called: the
+first process on a machine compiles (seconds, once), later processes load the machine code
+from the cache (well under a second, mostly importing numba), and importing
+``midid.analysis`` (the daemon, ``midictl status``) never imports numba at all.
+
+Where the cache goes: numba writes to ``NUMBA_CACHE_DIR`` when it is set, else beside this
+file when the package directory is writable; when neither (a read-only system install), it
+is set here to ``$XDG_CACHE_HOME/midid/numba`` (or ``~/.cache/midid/numba``, or a per-user
+directory under the system temp directory) before numba is imported.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _writable_dir(path: Path) -> bool:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(path, os.W_OK | os.X_OK)
+
+
+def numba_cache_dir(package_dir: Path, environ: dict[str, str]) -> str | None:
+    """The NUMBA_CACHE_DIR to set, or None when numba's own choice works (variable already
+    set, or ``package_dir`` writable so the cache sits in its ``__pycache__``)."""
+    if environ.get("NUMBA_CACHE_DIR") or os.access(package_dir, os.W_OK | os.X_OK):
+        return None
+    homes = [environ.get("XDG_CACHE_HOME"), environ.get("HOME") and f"{environ['HOME']}/.cache"]
+    candidates = [Path(h) / "midid" / "numba" for h in homes if h]
+    candidates.append(Path(tempfile.gettempdir()) / f"midid-numba-{os.getuid()}")
+    for candidate in candidates:
+        if _writable_dir(candidate):
+            return str(candidate)
+    return None
+
+
+def _import_numba() -> Any:
+    cache_dir = numba_cache_dir(Path(__file__).parent, dict(os.environ))
+    if cache_dir is not None:
+        os.environ["NUMBA_CACHE_DIR"] = cache_dir
+    import numba
+
+    if cache_dir is not None:  # numba may have been imported (and configured) before
+        numba.config.CACHE_DIR = cache_dir
+    return numba
+
+
+_READY: set[str] = set()  # kernels compiled or loaded in this process
+KERNELS: list[str] = []  # every kernel of this module, by name
+
+
+def _compiled_on_first_call(fn: Callable) -> Callable:
+    """``fn`` compiled with numba (cached, GIL released) when first called."""
+    compiled: Callable | None = None
+    KERNELS.append(fn.__name__)
+
+    @functools.wraps(fn)
+    def call(*args: Any) -> Any:
+        nonlocal compiled
+        if compiled is None:
+            compiled = _import_numba().njit(cache=True, nogil=True)(fn)
+            result = compiled(*args)  # compiles, or loads from the cache
+            _READY.add(fn.__name__)
+            return result
+        return compiled(*args)
+
+    return call
+
+
+def ready_kernels() -> set[str]:
+    """Names of the kernels already compiled (or loaded from the cache) in this process."""
+    return set(_READY)
+
+
+@_compiled_on_first_call
+def beat_grid(
+    start: np.ndarray, end: np.ndarray, tpq: int, bins: int, min_agreement: float,
+    max_segments: int, max_pairs: int,
+) -> tuple[int, int, int, int]:
+    """(phase, shift, step, segments) of the chord grid, see :func:`.chords.beat_grid`.
+
+    ``phase`` (0..tpq-1 ticks) is the circular mean of onsets modulo a quarter note, read off
+    a histogram of ``bins`` bins; 0 when the onsets agree less than ``min_agreement`` (mean
+    resultant length). ``shift`` = ticks added to every note so beats fall on multiples of
+    ``step``; ``step`` is tpq unless more than ``max_segments`` segments or ``max_pairs``
+    (note, segment) overlaps would be needed."""
+    histogram = np.zeros(bins)
+    last, held = 0, 0
+    for i in range(start.size):
+        nearest = ((start[i] % tpq) * bins + tpq // 2) // tpq  # 0..bins, bins wraps to 0
+        histogram[nearest if nearest < bins else 0] += 1.0
+        last = max(last, end[i])
+        held += max(end[i] - start[i], 1)
+    re, im = 0.0, 0.0
+    for b in range(bins):
+        re += histogram[b] * np.cos(2 * np.pi * b / bins)
+        im += histogram[b] * np.sin(2 * np.pi * b / bins)
+    phase = 0
+    if np.sqrt(re * re + im * im) >= min_agreement * start.size:
+        phase = np.int64(round(np.arctan2(im, re) / (2 * np.pi) % 1.0 * tpq)) % tpq
+    shift = (tpq - phase) % tpq
+    last += shift
+    step = tpq
+    if -(-last // step) > max_segments:
+        step = -(-last // max_segments)
+    # A note overlaps at most held / step + 2 segments: count exactly only near the limit.
+    while held // step + 2 * start.size > max_pairs:
+        pairs = 0
+        for i in range(start.size):
+            s = start[i] + shift
+            pairs += (max(end[i] + shift - 1, s)) // step - s // step + 1
+        if pairs <= max_pairs:
+            break
+        step *= 2
+    return phase, shift, step, max(1, -(-last // step))
+
+
+@_compiled_on_first_call
+def chord_path(
+    start: np.ndarray,
+    end: np.ndarray,
+    pitch: np.ndarray,
+    shift: int,
+    step: int,
+    n_seg: int,
+    intervals: np.ndarray,
+    root_weight: float,
+    scale: np.ndarray,
+    bias: np.ndarray,
+    bass_bonus: np.ndarray,
+    low_register_weight: float,
+    switch_penalty: float,
+    tpq: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Runs of the best chord path, see :mod:`.chords`: the beat each run starts on (quarter
+    notes from the file start, to 0.001) and its chord index (quality x 12 + root, -1 where
+    nothing sounds).
+
+    Times in ticks, ``shift`` added to every note, ``step`` ticks per segment. Quality q's
+    template is 1 on the semitones ``intervals[q]`` above the root (-1 padded, root first)
+    plus ``root_weight`` on the root, z-scored: since a z-scored chroma sums to zero, its
+    correlation with the template is the template's sum over the chroma's z-scores times
+    ``scale[q]``. ``bass_bonus[pc, c]`` is added when the lowest sounding note has pitch
+    class pc. Viterbi with one cost per change:
+    the best predecessor of a chord is itself or the previous segment's best chord.
+    """
+    n_qual = intervals.shape[0]
+    n_chords = n_qual * 12
+    chroma = np.zeros((n_seg, 12))
+    low = np.full(n_seg, 128, dtype=np.int64)
+    for i in range(start.size):
+        s, e, p = start[i] + shift, end[i] + shift, pitch[i]
+        weight = 1.0 + low_register_weight * max(72 - p, 0) / 12.0
+        s0 = min(s // step, n_seg - 1)
+        s1 = min(max(e - 1, s) // step, n_seg - 1)
+        for seg in range(s0, s1 + 1):
+            overlap = min(e, (seg + 1) * step) - max(s, seg * step)
+            if overlap > 0:
+                chroma[seg, p % 12] += overlap * weight
+                if p < low[seg]:
+                    low[seg] = p
+    delta = np.zeros(n_chords)
+    score = np.empty(n_chords)
+    keep = np.empty((n_seg, n_chords), dtype=np.bool_)
+    top = np.zeros(n_seg, dtype=np.int64)
+    sounding = np.zeros(n_seg, dtype=np.bool_)
+    z = np.empty(24)  # the z-scored chroma twice, so root + interval needs no modulo
+    best = 0
+    for t in range(n_seg):
+        mean = 0.0
+        for j in range(12):
+            mean += chroma[t, j]
+        mean /= 12.0
+        var = 0.0
+        for j in range(12):
+            z[j] = chroma[t, j] - mean
+            var += z[j] * z[j]
+        sounding[t] = mean > 0
+        std = np.sqrt(var / 12.0)
+        inv = 1.0 / std if std > 0 else 0.0
+        for j in range(12):
+            z[j] *= inv
+            z[j + 12] = z[j]
+        for q in range(n_qual):
+            for root in range(12):
+                score[q * 12 + root] = root_weight * z[root]
+            for k in range(intervals.shape[1]):
+                iv = intervals[q, k]
+                if iv >= 0:
+                    for root in range(12):
+                        score[q * 12 + root] += z[root + iv]
+            for root in range(12):
+                score[q * 12 + root] = score[q * 12 + root] * scale[q] + bias[q]
+        bass = low[t] % 12 if low[t] < 128 else -1
+        # One pass: take the best predecessor (itself, or last segment's best chord at a
+        # cost), add this segment's score, and find this segment's best chord.
+        switch = delta[best] - switch_penalty if t > 0 else 0.0
+        top[t] = best
+        new_best = 0
+        for c in range(n_chords):
+            keep[t, c] = delta[c] >= switch
+            value = max(delta[c], switch) + score[c]
+            if bass >= 0:
+                value += bass_bonus[bass, c]
+            delta[c] = value
+            if value > delta[new_best]:
+                new_best = c
+        best = new_best
+    path = np.empty(n_seg, dtype=np.int64)
+    path[n_seg - 1] = best
+    for t in range(n_seg - 1, 0, -1):
+        path[t - 1] = path[t] if keep[t, path[t]] else top[t]
+    runs = 0
+    for t in range(n_seg):
+        if not sounding[t]:
+            path[t] = -1
+        if t == 0 or path[t] != path[t - 1]:
+            runs += 1
+    beat = np.empty(runs)
+    chord = np.empty(runs, dtype=np.int64)
+    r = 0
+    for t in range(n_seg):
+        if t == 0 or path[t] != path[t - 1]:
+            beat[r] = np.round(max(t * step - shift, 0) / tpq * 1000.0) / 1000.0
+            chord[r] = path[t]
+            r += 1
+    return beat, chord
+
+
+@_compiled_on_first_call
+def onset_envelopes(
+    onset_s: np.ndarray, weight: np.ndarray, role: np.ndarray, frame_rate: float,
+    max_frames: int, n_roles: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Onset-strength envelopes (n_roles, frames), each row's total weight and its number
+    of frames with an onset; see :func:`.tempo.features`.
+
+    Row 0 sums every onset, row r + 1 the onsets of role r (-1: no row of its own); onsets
+    from ``max_frames`` frames on are left out."""
+    n = 1
+    for i in range(onset_s.size):
+        f = np.int64(onset_s[i] * frame_rate + 0.5)
+        if 0 <= f < max_frames and f + 1 > n:
+            n = f + 1
+    env = np.zeros((n_roles, n))
+    for i in range(onset_s.size):
+        f = np.int64(onset_s[i] * frame_rate + 0.5)
+        if 0 <= f < max_frames:
+            env[0, f] += weight[i]
+            if role[i] >= 0:
+                env[role[i] + 1, f] += weight[i]
+    total = np.zeros(n_roles)
+    frames = np.zeros(n_roles, dtype=np.int64)
+    for r in range(n_roles):
+        for f in range(n):
+            total[r] += env[r, f]
+            if env[r, f] != 0:
+                frames[r] += 1
+    return env, total, frames
+
+
+@_compiled_on_first_call
+def envelope_acf(
+    env: np.ndarray, total: np.ndarray, n_lags: int, smooth_acf: np.ndarray
+) -> np.ndarray:
+    """(rows, n_lags) linear autocorrelation (lag 0 first) of each envelope row with its mean
+    removed and then convolved with a short smoothing kernel whose own autocorrelation is
+    ``smooth_acf`` (odd length, centred): what irfft(|rfft(smoothed row)|^2) gives, but from
+    the frames that hold onsets (a few per beat), so it costs pairs of onsets within
+    ``n_lags`` frames instead of two FFTs. The mean enters through prefix sums:
+    sum (e_t - m)(e_t+k - m) = sum e_t e_t+k - m (sum of the two overlapping stretches)
+    + (frames - k) m^2."""
+    n_rows, size = env.shape
+    half = (smooth_acf.size - 1) // 2
+    need = n_lags + half
+    out = np.zeros((n_rows, n_lags))
+    acf = np.zeros(need)
+    prefix = np.zeros(size + 1)
+    onsets = np.empty(size, dtype=np.int64)
+    for r in range(n_rows):
+        count = 0
+        for t in range(size):
+            prefix[t + 1] = prefix[t] + env[r, t]
+            if env[r, t] != 0:
+                onsets[count] = t
+                count += 1
+        acf[:] = 0.0
+        for a in range(count):
+            i = onsets[a]
+            for b in range(a, count):
+                k = onsets[b] - i
+                if k >= need:
+                    break
+                acf[k] += env[r, i] * env[r, onsets[b]]
+        mean = total[r] / size
+        for k in range(min(need, size)):
+            acf[k] += (size - k) * mean * mean - mean * (total[r] - prefix[k] + prefix[size - k])
+        for k in range(n_lags):
+            value = 0.0
+            for d in range(-half, half + 1):
+                value += smooth_acf[d + half] * acf[abs(k - d)]
+            out[r, k] = value
+    return out
+
+
+@_compiled_on_first_call
+def tempo_features(
+    acf: np.ndarray,
+    spec: np.ndarray,
+    env_total: np.ndarray,
+    onset_frames: np.ndarray,
+    size: int,
+    fft_size: int,
+    gather: np.ndarray,
+    frac: np.ndarray,
+    inside: np.ndarray,
+    bin_per_n: np.ndarray,
+    cross_cols: np.ndarray,
+    candidates: np.ndarray,
+    prior: np.ndarray,
+    frame_rate: float,
+    weights: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The (candidates, features) matrix of :func:`.tempo.features`, and its product with
+    ``weights`` (the score of each candidate), from the raw
+    autocorrelation (roles x lags, lag 0 first) and spectrum (roles x bins) of envelopes of
+    ``size`` frames, zero-padded to ``fft_size``."""
+    n_roles, n_lags = acf.shape
+    norm = np.empty((n_roles, n_lags))
+    for r in range(n_roles):
+        for k in range(n_lags):
+            norm[r, k] = acf[r, k] / max(size - k, size / 4.0)
+        zero = max(norm[r, 0], 1e-12)
+        for k in range(n_lags):
+            norm[r, k] /= zero
+    flat = norm.ravel()
+    n_cand, n_read = gather.shape
+    n_rates = bin_per_n.shape[1]
+    n_cross = cross_cols.size
+    n_feat = n_read + n_roles * n_rates + n_cross + 2 * n_roles + prior.shape[1]
+    out = np.empty((n_cand, n_feat))
+    last_bin = spec.shape[1] - 1
+    # |spectrum| / total weight once per bin (many candidates share a bin), with sqrt rather
+    # than abs(): abs of a complex is hypot, several times slower.
+    mag = np.empty((n_roles, spec.shape[1]))
+    for r in range(n_roles):
+        for b in range(spec.shape[1]):
+            mag[r, b] = np.sqrt(spec[r, b].real ** 2 + spec[r, b].imag ** 2) / env_total[r]
+    for c in range(n_cand):
+        col = 0
+        for j in range(n_read):
+            g = gather[c, j]
+            out[c, col] = (flat[g] * (1.0 - frac[c, j]) + flat[g + 1] * frac[c, j]) * inside[c, j]
+            col += 1
+        for r in range(n_roles):
+            for q in range(n_rates):
+                b = min(np.int64(bin_per_n[c, q] * fft_size + 0.5), last_bin)
+                out[c, col] = mag[r, b]
+                col += 1
+        for q in range(n_cross):
+            b = min(np.int64(bin_per_n[c, cross_cols[q]] * fft_size + 0.5), last_bin)
+            low, back = spec[1, b], spec[2, b]
+            both = mag[1, b] * mag[2, b] * env_total[1] * env_total[2]
+            dot = low.real * back.real + low.imag * back.imag
+            out[c, col] = dot / both if both > 0 else 0.0
+            col += 1
+        for r in range(n_roles):
+            per_beat = np.log2(60.0 * frame_rate / size / candidates[c]
+                               * max(onset_frames[r], 0.5))
+            out[c, col] = per_beat
+            out[c, col + 1] = per_beat * per_beat
+            col += 2
+        for j in range(prior.shape[1]):
+            out[c, col] = prior[c, j]
+            col += 1
+    score = np.zeros(n_cand)
+    for c in range(n_cand):
+        for j in range(n_feat):
+            score[c] += out[c, j] * weights[j]
+    return out, score
+
+
+@_compiled_on_first_call
+def grid_onsets(
+    start: np.ndarray, onset_s: np.ndarray, tpq: int, frame_rate: float, max_frames: int
+) -> tuple[int, int]:
+    """(notes whose onset lies within tpq/96 of a 16th or a 16th-triplet of the quarter
+    note, distinct onset frames in the first ``max_frames``), see :func:`.tempo.estimate_bpm`.
+    ``start`` in ticks, ``onset_s`` the same onsets in seconds."""
+    on_grid = 0
+    for i in range(start.size):
+        pos = start[i] % tpq
+        for k in (4, 6):  # distance to the nearest multiple of tpq / k, times k * 96
+            r = pos * k % tpq
+            if min(r, tpq - r) * 96 <= k * tpq:
+                on_grid += 1
+                break
+    seen = np.zeros(max_frames, dtype=np.bool_)
+    frames = 0
+    for i in range(onset_s.size):
+        f = np.int64(onset_s[i] * frame_rate + 0.5)
+        if 0 <= f < max_frames and not seen[f]:
+            seen[f] = True
+            frames += 1
+    return on_grid, frames
+
+
+@_compiled_on_first_call
+def note_summary(
+    start: np.ndarray,
+    end: np.ndarray,
+    pitch: np.ndarray,
+    voice: np.ndarray,
+    drum: np.ndarray,
+    n_voices: int,
+    part_of_pitch: np.ndarray,
+) -> tuple:
+    """Note statistics of a file in one pass (times in ticks; notes in any order):
+
+    (first onset, last note-off, lowest pitch, highest pitch, drum hits per kit part
+    (``part_of_pitch`` maps a pitch to its part), notes per voice, pitched notes per voice,
+    polyphony of all notes, polyphony of pitched notes, share of pitched onset times where 3+
+    notes start together, median pitched pitch (-1 without pitched notes)).
+
+    Polyphony is the mean number of notes sounding while any sounds: total note time over
+    the length of the union of the notes (1.0 for notes of no length, 0.0 for no notes).
+    """
+    n = start.size
+    first, last, low, high = 0, 0, 127, 0
+    parts = np.zeros(part_of_pitch.max() + 1, dtype=np.int64)
+    per_voice = np.zeros(n_voices, dtype=np.int64)
+    pitched_per_voice = np.zeros(n_voices, dtype=np.int64)
+    histogram = np.zeros(128, dtype=np.int64)
+    ordered = True
+    for i in range(n):
+        if i == 0 or start[i] < first:
+            first = start[i]
+        last = max(last, end[i])
+        low = min(low, pitch[i])
+        high = max(high, pitch[i])
+        per_voice[voice[i]] += 1
+        if drum[i]:
+            parts[part_of_pitch[pitch[i]]] += 1
+        else:
+            pitched_per_voice[voice[i]] += 1
+            histogram[pitch[i]] += 1
+        if i > 0 and start[i] < start[i - 1]:
+            ordered = False
+    order = np.arange(n) if ordered else np.argsort(start, kind="mergesort")
+    polyphony = np.zeros(2)
+    for pitched_only in range(2):
+        total, silent, reach, begin, seen = 0.0, 0.0, 0, 0, False
+        for i in order:
+            if pitched_only and drum[i]:
+                continue
+            if not seen:
+                begin, reach, seen = start[i], start[i], True
+            silent += max(start[i] - reach, 0)
+            reach = max(reach, end[i])
+            total += end[i] - start[i]
+        busy = reach - begin - silent
+        polyphony[pitched_only] = total / busy if busy > 0 else (1.0 if seen else 0.0)
+    onset_times, chord_times, run, previous = 0, 0, 0, -1
+    for i in order:
+        if drum[i]:
+            continue
+        if run > 0 and start[i] == previous:
+            run += 1
+        else:
+            if run >= 3:
+                chord_times += 1
+            onset_times += 1
+            run, previous = 1, start[i]
+    if run >= 3:
+        chord_times += 1
+    chord_share = chord_times / onset_times if onset_times else 0.0
+    pitched = histogram.sum()
+    median = -1.0
+    if pitched:
+        cumulative = np.cumsum(histogram)
+        lower = np.searchsorted(cumulative, (pitched - 1) // 2 + 1)
+        upper = np.searchsorted(cumulative, pitched // 2 + 1)
+        median = (lower + upper) / 2.0
+    return (first, last, low, high, parts, per_voice, pitched_per_voice, polyphony[0],
+            polyphony[1], chord_share, median)
+
+
+@_compiled_on_first_call
+def key_profiles(
+    pitch: np.ndarray, duration_q: np.ndarray, chord_roots: np.ndarray, bass_pitch: int
+) -> np.ndarray:
+    """The key finder's four profiles as one 48-vector, see :func:`.key.key_features`:
+    sounding time per pitch class, the same for pitches below ``bass_pitch``, and the two
+    rows of ``chord_roots``; each normalised to sum 1 (left at 0 when empty)."""
+    out = np.zeros(48)
+    for i in range(pitch.size):
+        pc = pitch[i] % 12
+        out[pc] += duration_q[i]
+        if pitch[i] < bass_pitch:
+            out[12 + pc] += duration_q[i]
+    for row in range(2):
+        for pc in range(12):
+            out[24 + 12 * row + pc] = chord_roots[row, pc]
+    for block in range(4):
+        total = 0.0
+        for j in range(12):
+            total += out[12 * block + j]
+        if total > 0:
+            for j in range(12):
+                out[12 * block + j] /= total
+    return out

@@ -1,0 +1,272 @@
+"""Third-pass analysis: the compiled kernels against plain numpy references, numba's cache
+directory, the tempo-map shortcut of the onset tempo, and chord-root key evidence."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import mido
+import numpy as np
+import pytest
+
+from midid.analysis import analyze_bytes
+from midid.analysis import chords as chords_mod
+from midid.analysis.drums import PART_OF_PITCH
+from midid.analysis.kernels import chord_path, envelope_acf, note_summary, numba_cache_dir
+
+TPQ = 480
+
+
+def smf(*tracks: list, tpq: int = TPQ) -> bytes:
+    mf = mido.MidiFile(type=1, ticks_per_beat=tpq)
+    for msgs in tracks:
+        mf.tracks.append(mido.MidiTrack(msgs))
+    out = io.BytesIO()
+    mf.save(file=out)
+    return out.getvalue()
+
+
+def timed_notes(events: list[tuple[int, int, int]], channel: int = 0) -> list:
+    """Messages for (start tick, end tick, pitch) notes, in any overlap."""
+    points = sorted([(s, 1, p) for s, _, p in events] + [(e, 0, p) for _, e, p in events])
+    msgs, now = [], 0
+    for tick, on, pitch in points:
+        kind = "note_on" if on else "note_off"
+        msgs.append(mido.Message(kind, note=pitch, velocity=90, channel=channel, time=tick - now))
+        now = tick
+    return msgs
+
+
+def random_notes(rng: np.random.Generator, n: int) -> tuple[np.ndarray, ...]:
+    start = rng.integers(0, 40 * TPQ, n).astype(np.int64)
+    end = start + rng.integers(0, 3 * TPQ, n)
+    pitch = rng.integers(24, 100, n).astype(np.int16)
+    return start, end, pitch
+
+
+# ----- numba's cache directory ------------------------------------------------------------
+def test_cache_dir_is_left_to_numba_when_the_package_is_writable_or_the_user_chose(
+    tmp_path: Path,
+) -> None:
+    assert numba_cache_dir(tmp_path, {}) is None  # numba writes beside the package
+    assert numba_cache_dir(tmp_path / "missing", {"NUMBA_CACHE_DIR": "/x"}) is None
+
+
+def test_cache_dir_falls_back_to_xdg_then_temp_for_a_read_only_package(tmp_path: Path) -> None:
+    read_only = tmp_path / "site-packages" / "midid" / "analysis"  # not there: not writable
+    xdg = tmp_path / "xdg"
+    chosen = numba_cache_dir(read_only, {"XDG_CACHE_HOME": str(xdg)})
+    assert chosen == str(xdg / "midid" / "numba") and Path(chosen).is_dir()
+    home = tmp_path / "home"
+    chosen = numba_cache_dir(read_only, {"HOME": str(home)})
+    assert chosen == str(home / ".cache" / "midid" / "numba") and Path(chosen).is_dir()
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")  # cache homes that cannot hold directories
+    chosen = numba_cache_dir(read_only, {"XDG_CACHE_HOME": str(blocked), "HOME": str(blocked)})
+    assert chosen is not None and Path(chosen).is_dir() and "midid-numba-" in chosen
+
+
+# ----- kernels against numpy references ---------------------------------------------------
+def reference_polyphony(start: np.ndarray, end: np.ndarray) -> float:
+    """Mean sounding notes while any sounds, by brute force over every tick."""
+    if start.size == 0:
+        return 0.0
+    ticks = np.zeros(int(end.max()) + 2)
+    np.add.at(ticks, start, 1)
+    np.add.at(ticks, end, -1)
+    sounding = np.cumsum(ticks)[:-1]
+    busy = np.count_nonzero(sounding > 0)
+    return float(sounding.sum() / busy) if busy else 1.0
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_note_summary_matches_numpy(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    start, end, pitch = random_notes(rng, int(rng.integers(1, 300)))
+    chord = slice(0, start.size // 4)  # a chord of many notes at one onset
+    end[chord] += start[0] - start[chord]
+    start[chord] = start[0]
+    drum = rng.random(start.size) < 0.3
+    voice = rng.integers(0, 3, start.size).astype(np.int16)
+    (first, last, low, high, parts, per_voice, pitched_per_voice, poly, pitched_poly,
+     chord_share, median) = note_summary(start, end, pitch, voice, drum, 4, PART_OF_PITCH)
+    assert (first, last, low, high) == (start.min(), end.max(), pitch.min(), pitch.max())
+    assert parts.tolist() == np.bincount(PART_OF_PITCH[pitch[drum]], minlength=6).tolist()
+    assert per_voice.tolist() == np.bincount(voice, minlength=4).tolist()
+    assert pitched_per_voice.tolist() == np.bincount(voice[~drum], minlength=4).tolist()
+    assert poly == pytest.approx(reference_polyphony(start, end))
+    assert pitched_poly == pytest.approx(reference_polyphony(start[~drum], end[~drum]))
+    if (~drum).any():
+        _, counts = np.unique(start[~drum], return_counts=True)
+        assert chord_share == pytest.approx((counts >= 3).mean())
+        assert median == np.median(pitch[~drum])
+    else:
+        assert (chord_share, median) == (0.0, -1.0)
+
+
+def reference_chord_path(start: np.ndarray, end: np.ndarray, pitch: np.ndarray, step: int,
+                         n_seg: int) -> np.ndarray:
+    """The chord path by the textbook route: dense chroma, correlation with dense z-scored
+    templates, and a full (chords x chords) Viterbi."""
+    c = chords_mod
+    chroma = np.zeros((n_seg, 12))
+    low = np.full(n_seg, 128)
+    for s, e, p in zip(start.tolist(), end.tolist(), pitch.tolist(), strict=True):
+        for seg in range(min(s // step, n_seg - 1), min(max(e - 1, s) // step, n_seg - 1) + 1):
+            overlap = min(e, (seg + 1) * step) - max(s, seg * step)
+            if overlap > 0:
+                chroma[seg, p % 12] += overlap * (1 + c._LOW_REGISTER_WEIGHT * max(72 - p, 0) / 12)
+                low[seg] = min(low[seg], p)
+    templates = []
+    for quality, intervals in c.QUALITIES.items():
+        for root in range(12):
+            t = np.zeros(12)
+            t[[(root + i) % 12 for i in intervals]] = 1.0
+            t[root] += c._ROOT_WEIGHT
+            templates.append((t - t.mean()) / t.std() / 12)
+    templates = np.array(templates)
+    std = chroma.std(axis=1, keepdims=True)
+    z = np.divide(chroma - chroma.mean(axis=1, keepdims=True), std, out=np.zeros_like(chroma),
+                  where=std > 0)
+    scores = z @ templates.T + np.repeat(c._QUALITY_BIAS, 12)
+    scores[low < 128] += c._BASS_OF[low[low < 128] % 12]
+    k = scores.shape[1]
+    cost = np.full((k, k), -c._SWITCH_PENALTY)
+    np.fill_diagonal(cost, 0.0)
+    delta, back = scores[0].copy(), []
+    for t in range(1, n_seg):
+        total = delta[:, None] + cost  # from (rows) -> to (columns)
+        back.append(total.argmax(axis=0))
+        delta = total.max(axis=0) + scores[t]
+    path = [int(delta.argmax())]
+    for b in reversed(back):
+        path.append(int(b[path[-1]]))
+    path = np.array(path[::-1])
+    path[chroma.sum(axis=1) == 0] = -1
+    return path
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_chord_path_matches_a_dense_viterbi(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    start, end, pitch = random_notes(rng, 120)
+    n_seg = int(end.max()) // TPQ + 1
+    c = chords_mod
+    beat, chord = chord_path(start, end, pitch, 0, TPQ, n_seg, c._INTERVALS, c._ROOT_WEIGHT,
+                             c._SCALE, c._QUALITY_BIAS, c._BASS_OF, c._LOW_REGISTER_WEIGHT,
+                             c._SWITCH_PENALTY, TPQ)
+    path = reference_chord_path(start, end, pitch, TPQ, n_seg)
+    change = np.flatnonzero(np.diff(path, prepend=-2))
+    assert beat.tolist() == change.astype(float).tolist()  # one segment per beat here
+    assert chord.tolist() == path[change].tolist()
+
+
+@pytest.mark.parametrize(("frames", "density"), [(40, 0.5), (700, 0.15), (1000, 1.0)])
+def test_envelope_acf_equals_the_fft_autocorrelation(frames: int, density: float) -> None:
+    rng = np.random.default_rng(frames)
+    env = np.where(rng.random((4, frames)) < density, rng.random((4, frames)), 0.0)
+    total = env.sum(axis=1)
+    smooth = np.array([0.5, 1.0, 0.5])
+    lags = 202
+    n = 4096  # long enough that the FFT's autocorrelation does not wrap
+    spec = np.fft.rfft(env - (total / frames)[:, None], n, axis=1) * np.fft.rfft(smooth, n)
+    reference = np.fft.irfft(spec.real**2 + spec.imag**2, n, axis=1)[:, :lags]
+    sparse = envelope_acf(env, total, lags, np.correlate(smooth, smooth, "full"))
+    np.testing.assert_allclose(sparse, reference, atol=1e-9)
+
+
+def test_chord_grid_widens_its_step_for_huge_files() -> None:
+    start = np.array([0, 10**9], dtype=np.int64)  # two notes a billion ticks apart
+    grid = chords_mod.beat_grid(start, start + 100, TPQ)
+    assert grid.segments <= chords_mod.MAX_SEGMENTS and grid.step > TPQ
+    held = np.zeros(50_000, dtype=np.int64)  # 50,000 notes held over the whole file
+    grid = chords_mod.beat_grid(held, held + 200 * TPQ, TPQ)
+    assert grid.step > TPQ and 50_000 * (200 * TPQ // grid.step + 1) <= chords_mod.MAX_PAIRS
+
+
+# ----- tempo: the tempo map as a shortcut ---------------------------------------------------
+def beat(bars: int, jitter_ticks: int = 0, seed: int = 0) -> list[tuple[int, int, int]]:
+    """Kick on 1 and 3, snare on 2 and 4, eighth hats (ticks), optionally jittered."""
+    rng = np.random.default_rng(seed)
+    events = []
+    for eighth in range(bars * 8):
+        t = eighth * TPQ // 2 + (int(rng.integers(-jitter_ticks, jitter_ticks + 1))
+                                 if jitter_ticks else 0) + jitter_ticks
+        events.append((t, t + 60, 42))
+        if eighth % 4 == 0:
+            events.append((t, t + 60, 36))
+        if eighth % 4 == 2:
+            events.append((t, t + 60, 38))
+    return events
+
+
+def test_a_quantised_file_gets_its_tempo_map_tempo_as_estimate() -> None:
+    # 61 BPM: the scan alone would read a straight-eighth beat this slow as double time
+    # (docs/analysis.md), but notes written on the file's own beat grid are at its tempo.
+    tempo = mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(61.0), time=0)
+    a = analyze_bytes(smf([tempo, *timed_notes(beat(8), channel=9)]))
+    assert a.bpm == a.bpm_estimate == pytest.approx(61.0, abs=0.01)
+
+
+def test_a_performance_against_a_wrong_tempo_map_is_scanned() -> None:
+    # Played at 90 BPM (in seconds) but written against a 120 BPM map and off the tick
+    # grid: the estimate must come from the onsets, not from the map.
+    ticks_per_90_beat = TPQ * 120 // 90
+    events = [(s * ticks_per_90_beat // TPQ, e * ticks_per_90_beat // TPQ, p)
+              for s, e, p in beat(8, jitter_ticks=7)]
+    tempo = mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(120.0), time=0)
+    a = analyze_bytes(smf([tempo, *timed_notes(events, channel=9)]))
+    assert a.bpm == 120.0 and a.bpm_source == "meta"
+    assert a.bpm_estimate == pytest.approx(90.0, rel=0.04)
+
+
+def test_a_quantised_file_with_tempo_changes_is_scanned() -> None:
+    # 100 BPM for 8 bars then 150: the map has no one tempo, so the onsets (first 20 s,
+    # all at 100) decide.
+    msgs = [mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(100.0), time=0),
+            mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(150.0), time=32 * TPQ)]
+    a = analyze_bytes(smf(msgs, timed_notes(beat(16), channel=9)))
+    assert a.tempo_changes == 1
+    assert a.bpm_estimate == pytest.approx(100.0, rel=0.04)
+
+
+# ----- key: chord roots tell a major key from its relative minor ---------------------------
+def test_chord_root_profiles_count_beats_per_root_and_third() -> None:
+    labels = ["N", "A:min", "C:maj7", "A:min7", "B:dim"]
+    index = [-1] + [chords_mod._NAMES.index(label) for label in labels[1:]]
+    runs = chords_mod.ChordRuns(np.array([0.0, 1.0, 5.0, 7.0, 8.0]), np.array(index))
+    assert chords_mod.labelled(runs) == list(zip([0.0, 1.0, 5.0, 7.0, 8.0], labels))
+    roots = chords_mod.root_profiles(runs, end_beat=10.0)
+    assert roots[1, 9] == 5.0 and roots[0, 0] == 2.0 and roots[1, 11] == 2.0
+    assert roots.sum() == 9.0  # the leading "N" beat counts for no root
+
+
+def test_a_minor_song_is_not_read_as_its_relative_major() -> None:
+    # i - iv - V - i in A minor with a C major melody line over it: the same notes as
+    # C major but for G#; the chords dwell on A minor.
+    chords = [(45, 57, 60, 64), (50, 57, 62, 65), (52, 56, 59, 64), (45, 57, 60, 64)]
+    melody = [72, 71, 72, 76, 74, 72, 71, 69]
+    events = []
+    for rep in range(4):
+        for i, chord in enumerate(chords):
+            s = (rep * 4 + i) * 4 * TPQ
+            events += [(s, s + 4 * TPQ - 10, p) for p in chord]
+            events += [(s + k * TPQ // 2, s + (k + 1) * TPQ // 2, melody[k]) for k in range(8)]
+    a = analyze_bytes(smf(timed_notes(events)))
+    assert (a.key_tonic, a.key_mode) == ("A", "minor")
+    assert a.progression == ["i", "iv", "V"]
+
+
+def test_warm_up_readies_every_kernel_in_a_fresh_process() -> None:
+    # A new process, so kernels other tests ran here cannot hide one warm_up misses.
+    code = ("from midid.analysis import warm_up\n"
+            "from midid.analysis.kernels import KERNELS, ready_kernels\n"
+            "assert not ready_kernels()\n"
+            "warm_up()\n"
+            "print(sorted(set(KERNELS) - ready_kernels()), len(KERNELS))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1], check=True)
+    assert done.stdout.split() == ["[]", "8"]
