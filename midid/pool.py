@@ -166,9 +166,14 @@ class RayRunner:
                 more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
                 ready += more
         out: list[Done] = []
+        now = time.monotonic()
         for ref in ready:
             batch = self.in_flight.pop(ref)
             self.load[id(batch.actor)] -= 1
+            # The actor's next batch starts now: its hang clock must not count the wait.
+            for other in self.in_flight.values():
+                if other.actor is batch.actor:
+                    other.submitted = max(other.submitted, now)
             try:
                 out.append(Done(batch.kind, batch.tasks, ray.get(ref)))
             except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError,
