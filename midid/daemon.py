@@ -234,7 +234,8 @@ class Daemon:
         job = self.jobs.pop(0)
         first = self.lib.next_file_id()  # type: ignore[union-attr]
         try:
-            job.summary = self.importer.run(job.paths, catch_up=job.catch_up, progress=self._import_progress)
+            job.summary = self.importer.run(job.paths, catch_up=job.catch_up, progress=self._import_progress,
+                                            folders=self.cfg.sources.folders)
         except _Stopping:
             job.error = "the daemon stopped during this import; start it again and repeat the import"
             job.finished.set()
@@ -258,6 +259,8 @@ class Daemon:
         self.heartbeat.beat()
         if self.stopping.is_set():
             raise _Stopping()
+        # A flood is imported in many batches: keep the workers fed in between.
+        self.engine.step(0)  # type: ignore[union-attr]
         if time.monotonic() - self._last_import_status > 2.0:
             self._last_import_status = time.monotonic()
             self.notifier.status(f"importing: {summary.seen:,} seen, {summary.imported:,} new")

@@ -47,6 +47,7 @@ class Attached:
     copied: int = 0
     last_sync: float | None = None
     checked_gone: bool = False
+    parked: bool = False  # auto-mounted drive unmounted after its sync
     previous_state: str | None = None  # how the drive's last visit ended (from the database)
     failed: set[int] = field(default_factory=set)  # file ids that failed this visit: not retried until replug
     stop_until_replug: bool = field(default=False)
@@ -153,6 +154,11 @@ class DeviceManager:
         return busy
 
     def _advance(self, lib: Library, att: Attached) -> bool:
+        if att.parked:
+            # Auto-mounted, synced and unmounted: mount again only when there is new work.
+            if not self._pending(lib, att):
+                return False
+            att.parked, att.plugged_at = False, time.monotonic() - self.cfg.export.mount_wait_s
         if att.mount is None:
             return self._await_mount(lib, att)
         if att.stop_until_replug or att.mount.readonly:
@@ -321,11 +327,12 @@ class DeviceManager:
         log.info("synced %s: %d file(s) copied this visit", att.dev.label or att.key, att.copied)
         if att.auto_mounted:
             self._unmount(att)
+            self._record_device(lib, att)
 
     def _unmount(self, att: Attached) -> None:
         try:
             unmount(att.mount)  # type: ignore[arg-type]
-            att.mount, att.auto_mounted = None, False
+            att.mount, att.auto_mounted, att.parked = None, False, True
             att.state, att.message = "synced", "unmounted after sync"
         except (OSError, RuntimeError) as exc:
             log.warning("cannot unmount %s: %s", att.dev.devnode, exc)

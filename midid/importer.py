@@ -63,7 +63,8 @@ def archive_stem(name: str) -> str:
     return name
 
 
-def placement(origin_path: str, members: tuple[str, ...], roots: list[Path]) -> tuple[list[str], list[str], list[str], str]:
+def placement(origin_path: str, members: tuple[str, ...], roots: Iterable[Path]
+              ) -> tuple[list[str], list[str], list[str], str]:
     """Where a found file sits, as the user sees it: (folders, archives, all folder levels, file name).
 
     Folders are taken relative to the import root it came from (the root folder's own name
@@ -73,12 +74,11 @@ def placement(origin_path: str, members: tuple[str, ...], roots: list[Path]) -> 
     disk = Path(origin_path)
     inner: list[str] = [disk.name]
     outer = disk.parent.name  # the folder holding it when nothing better is known
-    for root in roots:
-        if disk == root:
-            break
-        if root in disk.parents:
-            inner = list(disk.relative_to(root).parts)
-            outer = root.name
+    root_set = roots if isinstance(roots, (set, frozenset)) else set(roots)
+    for parent in disk.parents:  # nearest enclosing root; O(depth), not O(roots)
+        if parent in root_set:
+            inner = list(disk.relative_to(parent).parts)
+            outer = parent.name
             break
     if not members:
         folders = inner[:-1] or [outer]
@@ -124,13 +124,19 @@ class Importer:
         clear_staging(self.root)
 
     def run(self, paths: Iterable[str | os.PathLike[str]], *, catch_up: bool = False,
-            progress: Callable[[ImportSummary], None] | None = None) -> ImportSummary:
-        """Import everything under `paths`; `catch_up` skips files unchanged since the last scan."""
+            progress: Callable[[ImportSummary], None] | None = None,
+            folders: Iterable[str | os.PathLike[str]] = ()) -> ImportSummary:
+        """Import everything under `paths`; `catch_up` skips files unchanged since the last scan.
+
+        `folders` are source folders the paths may lie in (the daemon's watched folders): a
+        file is placed relative to the nearest of them, so its pack keeps its name.
+        """
         started = time.monotonic()
-        roots = [Path(p).resolve() for p in paths]
+        inputs = [Path(p).resolve() for p in paths]
+        roots = set(inputs) | {Path(f).resolve() for f in folders}
         total = ImportSummary()
         unchanged = self.lib.unchanged if catch_up else None
-        items = scan([str(r) for r in roots], limits_from(self.cfg), unchanged=unchanged,
+        items = scan([str(r) for r in inputs], limits_from(self.cfg), unchanged=unchanged,
                      follow_symlinks=self.cfg.sources.follow_symlinks)
         self._carry: dict[str, dict[str, object]] = {}
         batches = _batched(items, self.batch_size)
@@ -145,7 +151,7 @@ class Importer:
         total.elapsed_s = time.monotonic() - started
         return total
 
-    def _commit_batch(self, batch: list[FoundMidi | Skipped | Failed], roots: list[Path], *,
+    def _commit_batch(self, batch: list[FoundMidi | Skipped | Failed], roots: set[Path], *,
                       last: bool) -> ImportSummary:
         """Write and commit one batch. The on-disk file the batch ends in may continue in the
         next batch (an archive's members), so it is marked scanned only with that next batch:

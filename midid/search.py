@@ -73,11 +73,14 @@ def find(lib: Library, q: FindQuery) -> list[dict[str, Any]]:
         if words:
             where.append("f.id IN (SELECT rowid FROM search WHERE search MATCH ?)")
             args.append(" ".join(f'"{w}"*' for w in words))
+    # Order by the column of the index that answers the query, so SQLite can stop after LIMIT
+    # rows instead of sorting every match (a million-row library stays in milliseconds).
+    order = "a.bpm, a.file_id" if q.bpm else "a.file_id" if (q.key or q.category) else "f.id"
     sql = (
         "SELECT f.id, f.path, f.name, f.pack, f.parent_id, a.bpm, a.key_tonic, a.key_mode, a.category,"
         " a.tags, a.duration_s FROM files f LEFT JOIN analysis a ON a.file_id = f.id"
         + (" WHERE " + " AND ".join(where) if where else "")
-        + " ORDER BY f.id LIMIT ?"
+        + f" ORDER BY {order} LIMIT ?"
     )
     args.append(q.limit)
     rows = []

@@ -235,3 +235,22 @@ def test_drive_pulled_mid_sync_keeps_complete_files_and_next_plug_resumes(drive_
     finally:
         drive.cleanup()
     assert d.stop() == 0
+
+
+def test_auto_mount_mounts_syncs_and_unmounts(drive_daemon, tmp_path) -> None:
+    config, lib_tmp, start = drive_daemon
+    mount_root = tmp_path / "automount"
+    config.write_text(config.read_text().replace(
+        "mount_wait_s = 3.0\n", f'mount_wait_s = 1.0\nauto_mount = true\nmount_root = "{mount_root}"\n'))
+    d = start()
+    with loop_drive(tmp_path, label="MPC_AUTO", mount=False) as drive:
+        wait_until(lambda: device(config, "MPC_AUTO").get("state") == "synced", 60, "auto-mounted sync")
+        assert device(config, "MPC_AUTO")["message"] == "unmounted after sync"
+        assert not list(mount_root.glob("*/MPC_Documents"))      # unmounted again
+        check = LoopDrive(drive.image, "MPC_AUTO", devnode=drive.devnode)
+        check.mount(tmp_path / "inspect", readonly=True)
+        try:
+            assert len(list((tmp_path / "inspect" / "MPC_Documents").rglob("*.mid"))) == 14
+        finally:
+            check.umount()
+    assert d.stop() == 0
