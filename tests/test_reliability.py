@@ -114,7 +114,7 @@ def test_kill_9_of_the_daemon_at_random_points_loses_nothing(tmp_path: Path) -> 
         d = _start(tmp_path, config)
         if point % 2:  # half the runs also take files through the watcher, not only the catch-up scan
             sources += drop_files(src, len(sources), 100)
-        time.sleep(rng.uniform(0.2, 4.0))
+        time.sleep(rng.uniform(0.1, 1.5))
         d.proc.send_signal(signal.SIGKILL)
         d.proc.wait()
         d.notify.close()
