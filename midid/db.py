@@ -343,12 +343,16 @@ class Library:
         q = lambda sql: int(self.db.execute(sql).fetchone()[0] or 0)  # noqa: E731
         total = q("SELECT count(*) FROM files")
         parts = q("SELECT count(*) FROM files WHERE parent_id IS NOT NULL")
-        analyse_queued = q("SELECT count(*) FROM files WHERE analysed_at IS NULL AND error IS NULL")
+        # INDEXED BY: the partial queue indexes hold exactly these rows; left to itself the
+        # planner walks a far larger index (parent_id IS NULL matches most of the library).
+        analyse_queued = q("SELECT count(*) FROM files INDEXED BY idx_files_analyse_queue"
+                           " WHERE analysed_at IS NULL AND error IS NULL")
         errors = dict(self.db.execute(
             "SELECT error_stage, count(*) FROM files WHERE error IS NOT NULL GROUP BY error_stage").fetchall())
         split_failed = q("SELECT count(*) FROM files WHERE split_error IS NOT NULL")
-        split_queued = q("SELECT count(*) FROM files WHERE split_at IS NULL AND parent_id IS NULL AND error IS NULL")
-        unsplit = q("SELECT count(*) FROM files WHERE split_at IS NULL")
+        split_queued = q("SELECT count(*) FROM files INDEXED BY idx_files_split_queue"
+                         " WHERE split_at IS NULL AND parent_id IS NULL AND error IS NULL")
+        unsplit = q("SELECT count(*) FROM files INDEXED BY idx_files_unsplit WHERE split_at IS NULL")
         rename_queued = q("SELECT count(*) FROM files WHERE renamed_at IS NULL AND analysed_at IS NOT NULL"
                           " AND error IS NULL") if rename_enabled else 0
         not_analysed = analyse_queued + sum(errors.values())
