@@ -28,7 +28,6 @@ from midid.sniff import SNIFF_BYTES, sniff_kind
 MIDICTL = [sys.executable, "-m", "midid.ctl"]
 SUITE_SEEDS = range(300)
 HANG_S = 2.0  # CPU seconds per file and stage: a hang detector with a generous bound
-RSS_LIMIT_KB = 300 * 1024
 GROWTH_LIMIT_KB = 64 * 1024  # what a hostile file may add over a normal one, in the same code
 
 
