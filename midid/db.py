@@ -12,9 +12,10 @@ import json
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
-import sqlite_utils
+if TYPE_CHECKING:
+    import sqlite_utils
 
 SCHEMA_VERSION = 2
 STAGES = ("import", "sanitize", "split", "analyze", "rename", "export")
@@ -105,6 +106,25 @@ def _migrate_2(db: sqlite_utils.Database) -> None:
 MIGRATIONS = {1: _migrate_1, 2: _migrate_2}
 
 
+class ReadOnlyDatabase:
+    """The part of sqlite-utils' Database that readers use: `execute`, `query`, `close`."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        return self.conn.execute(sql, params)
+
+    def query(self, sql: str, params: Any = ()) -> Iterator[dict[str, Any]]:
+        cursor = self.conn.execute(sql, params)
+        names = [d[0] for d in cursor.description]
+        for row in cursor:
+            yield dict(zip(names, row))
+
+    def close(self) -> None:
+        self.conn.close()
+
+
 class Library:
     """A handle on the library database; one per process, writes only from the owner."""
 
@@ -114,10 +134,15 @@ class Library:
             if not self.path.exists():
                 raise FileNotFoundError(f"no library database at {self.path}; run `midictl import` or start midid first")
             conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30, check_same_thread=False)
+            # Readers (`midictl status`, `find`) only run queries: importing sqlite-utils (and
+            # the numpy it pulls in) would double their start-up time.
+            self.db = ReadOnlyDatabase(conn)
         else:
+            import sqlite_utils
+
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(str(self.path), timeout=60, check_same_thread=False)
-        self.db = sqlite_utils.Database(conn)
+            self.db = sqlite_utils.Database(conn)
         self.readonly = readonly
         if not readonly:
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -341,18 +366,20 @@ class Library:
         queued or failed, so a million-row library answers in milliseconds.
         """
         q = lambda sql: int(self.db.execute(sql).fetchone()[0] or 0)  # noqa: E731
+        # A reader may open a library an older midid wrote, before a writer migrated it.
+        hint = (lambda index: f" INDEXED BY {index}") if self.schema_version() >= 2 else (lambda index: "")
         total = q("SELECT count(*) FROM files")
         parts = q("SELECT count(*) FROM files WHERE parent_id IS NOT NULL")
         # INDEXED BY: the partial queue indexes hold exactly these rows; left to itself the
         # planner walks a far larger index (parent_id IS NULL matches most of the library).
-        analyse_queued = q("SELECT count(*) FROM files INDEXED BY idx_files_analyse_queue"
+        analyse_queued = q(f"SELECT count(*) FROM files{hint('idx_files_analyse_queue')}"
                            " WHERE analysed_at IS NULL AND error IS NULL")
         errors = dict(self.db.execute(
             "SELECT error_stage, count(*) FROM files WHERE error IS NOT NULL GROUP BY error_stage").fetchall())
         split_failed = q("SELECT count(*) FROM files WHERE split_error IS NOT NULL")
-        split_queued = q("SELECT count(*) FROM files INDEXED BY idx_files_split_queue"
+        split_queued = q(f"SELECT count(*) FROM files{hint('idx_files_split_queue')}"
                          " WHERE split_at IS NULL AND parent_id IS NULL AND error IS NULL")
-        unsplit = q("SELECT count(*) FROM files INDEXED BY idx_files_unsplit WHERE split_at IS NULL")
+        unsplit = q(f"SELECT count(*) FROM files{hint('idx_files_unsplit')} WHERE split_at IS NULL")
         rename_queued = q("SELECT count(*) FROM files WHERE renamed_at IS NULL AND analysed_at IS NOT NULL"
                           " AND error IS NULL") if rename_enabled else 0
         not_analysed = analyse_queued + sum(errors.values())
