@@ -111,7 +111,11 @@ def _scan_file(origin: Origin, info: os.stat_result, limits: Limits,
                     yield Failed(origin, f"refused: MIDI file larger than "
                                          f"{limits.max_midi_bytes:,} bytes (Limits.max_midi_bytes)")
                     return
-                data = head + file.read(limits.max_midi_bytes + 1 - len(head))
+                # Sized from stat: a read of the whole limit allocates that much for every
+                # small file. One byte more than expected tells that the file is growing.
+                data = head + file.read(max(0, info.st_size + 1 - len(head)))
+                if len(data) > info.st_size:
+                    data += file.read(max(0, limits.max_midi_bytes + 1 - len(data)))
     except FileNotFoundError:
         yield Failed(origin, VANISHED)
         return
