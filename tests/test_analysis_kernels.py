@@ -3,7 +3,6 @@ directory, the tempo-map shortcut of the onset tempo, and chord-root key evidenc
 
 from __future__ import annotations
 
-import io
 import subprocess
 import sys
 from pathlib import Path
@@ -16,28 +15,8 @@ from midid.analysis import analyze_bytes
 from midid.analysis import chords as chords_mod
 from midid.analysis.drums import PART_OF_PITCH
 from midid.analysis.kernels import chord_path, envelope_acf, note_summary, numba_cache_dir
+from test_analysis_fast import TPQ, smf, timed_notes
 
-TPQ = 480
-
-
-def smf(*tracks: list, tpq: int = TPQ) -> bytes:
-    mf = mido.MidiFile(type=1, ticks_per_beat=tpq)
-    for msgs in tracks:
-        mf.tracks.append(mido.MidiTrack(msgs))
-    out = io.BytesIO()
-    mf.save(file=out)
-    return out.getvalue()
-
-
-def timed_notes(events: list[tuple[int, int, int]], channel: int = 0) -> list:
-    """Messages for (start tick, end tick, pitch) notes, in any overlap."""
-    points = sorted([(s, 1, p) for s, _, p in events] + [(e, 0, p) for _, e, p in events])
-    msgs, now = [], 0
-    for tick, on, pitch in points:
-        kind = "note_on" if on else "note_off"
-        msgs.append(mido.Message(kind, note=pitch, velocity=90, channel=channel, time=tick - now))
-        now = tick
-    return msgs
 
 
 def random_notes(rng: np.random.Generator, n: int) -> tuple[np.ndarray, ...]:
