@@ -8,14 +8,14 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := libsystemd-dev pkg-config udev systemd libarchive13 libarchive-tools \
-	e2fsprogs exfatprogs util-linux sqlite3 mount
+	e2fsprogs exfatprogs util-linux sqlite3 mount 7zip
 DEMO_DIR := $(CURDIR)/.demo
 SHARED_CORPUS := $(CURDIR)/../shared/corpus
 
 .PHONY: demo test system venv bench clean
 
 system: $(VENV)/.system-stamp
-$(VENV)/.system-stamp:
+$(VENV)/.system-stamp: Makefile
 	@mkdir -p $(VENV)
 	@if command -v apt-get >/dev/null 2>&1; then \
 		missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \

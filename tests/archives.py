@@ -9,9 +9,11 @@ RAR 4.x technote (marker block, main header, file headers with CRC-16-of-CRC-32)
 
 from __future__ import annotations
 
+import contextlib
 import io
 import shutil
 import struct
+import subprocess
 import tarfile
 import tempfile
 import zipfile
@@ -206,6 +208,41 @@ def write_7z(path: Path, members: dict[str, bytes]) -> Path:
     with libarchive.file_writer(str(path), "7zip") as archive:
         for name, data in members.items():
             archive.add_file_from_memory(name, len(data), data)
+    return path
+
+
+def write_7z_symlink(path: Path, link_name: str, target: str, members: dict[str, bytes]) -> Path:
+    """A 7z holding regular members plus one symlink member.
+
+    libarchive's writer crashes when a symlink entry is added from memory, so the members are
+    laid out in a scratch folder (the link as a real symlink, never followed) and added from disk.
+    """
+    path = path.resolve()
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        (root / link_name).symlink_to(target)
+        for name, data in members.items():
+            (root / name).write_bytes(data)
+        with contextlib.chdir(root), libarchive.file_writer(str(path), "7zip") as archive:
+            archive.add_files(link_name, *members)
+    return path
+
+
+def write_encrypted_7z(path: Path, members: dict[str, bytes], *, names_too: bool = False) -> Path | None:
+    """An AES-encrypted 7z (password "secret") written by 7-Zip's `7zz`; None without it.
+
+    libarchive reads encrypted 7z but cannot write one. `names_too` also encrypts the header,
+    so not even the member names can be listed.
+    """
+    seven = shutil.which("7zz") or shutil.which("7z")
+    if seven is None:
+        return None
+    path = path.resolve()
+    with tempfile.TemporaryDirectory() as scratch:
+        for name, data in members.items():
+            (Path(scratch) / name).write_bytes(data)
+        args = [seven, "a", "-bd", "-bso0", "-psecret", f"-mhe={'on' if names_too else 'off'}", str(path), *members]
+        subprocess.run(args, cwd=scratch, check=True)
     return path
 
 

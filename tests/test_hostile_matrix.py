@@ -34,6 +34,8 @@ from archives import (
     tree,
     truncate,
     write_7z,
+    write_7z_symlink,
+    write_encrypted_7z,
     write_encrypted_zip,
     write_rar4,
     write_raw_zip,
@@ -193,17 +195,18 @@ def build_matrix(root: Path) -> list[Case]:
                 else:
                     _archive(fmt, path, [(raw, payload)])
                 cases.append(Case(fmt, f"names_{label}", path, found=[(text,)], items=1))
-        if fmt in ("zip", "rar", "tar"):
-            link = d / f"symlink.{ext}"
-            if fmt == "zip":
-                write_zip_symlink(link, "link.mid", "../../../etc/passwd", {"a.mid": data()})
-            elif fmt == "rar":
-                write_rar4(link, [RarMember(b"link.mid", b"/etc/passwd", symlink=True), RarMember(b"a.mid", data())])
-            else:
-                write_tar(link, [TarMember("link.mid", kind=tarfile.SYMTYPE, link="/etc/passwd"),
-                                 TarMember("a.mid", data())])
-            cases.append(Case(fmt, "symlink", link, found=[("a.mid",)],
-                              failed=[(("link.mid",), "symbolic link")], items=2))
+        link = d / f"symlink.{ext}"
+        if fmt == "zip":
+            write_zip_symlink(link, "link.mid", "../../../etc/passwd", {"a.mid": data()})
+        elif fmt == "7z":
+            write_7z_symlink(link, "link.mid", "../../../etc/passwd", {"a.mid": data()})
+        elif fmt == "rar":
+            write_rar4(link, [RarMember(b"link.mid", b"/etc/passwd", symlink=True), RarMember(b"a.mid", data())])
+        else:
+            write_tar(link, [TarMember("link.mid", kind=tarfile.SYMTYPE, link="/etc/passwd"),
+                             TarMember("a.mid", data())])
+        cases.append(Case(fmt, "symlink", link, found=[("a.mid",)],
+                          failed=[(("link.mid",), "symbolic link")], items=2))
         if fmt == "tar":
             tar = write_tar(d / "links_devices.tar", [
                 TarMember("a.mid", data()), TarMember("hard.mid", kind=tarfile.LNKTYPE, link="../../etc/passwd"),
@@ -234,6 +237,14 @@ def build_matrix(root: Path) -> list[Case]:
             enc = write_encrypted_zip(d / "encrypted.zip", {"a.mid": data(), "b.mid": data()})
             cases.append(Case(fmt, "encrypted", enc, items=2,
                               failed=[(("a.mid",), "encrypted: "), (("b.mid",), "encrypted: ")]))
+        if fmt == "7z":
+            enc = write_encrypted_7z(d / "encrypted.7z", {"a.mid": data(), "b.mid": data()})
+            if enc is not None:
+                cases.append(Case(fmt, "encrypted", enc, items=2,
+                                  failed=[(("a.mid",), "encrypted: "), (("b.mid",), "encrypted: ")]))
+            hidden = write_encrypted_7z(d / "encrypted_names.7z", {"a.mid": data()}, names_too=True)
+            if hidden is not None:
+                cases.append(Case(fmt, "encrypted_names", hidden, items=1, failed=[((), "encrypted: ")]))
         if fmt == "rar":
             enc = write_rar4(d / "encrypted.rar", [RarMember(b"a.mid", data(), encrypted=True),
                                                    RarMember(b"b.mid", data())])
@@ -309,7 +320,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
 CASE_IDS = [(fmt, name) for fmt in FORMATS for name in (
     "slip_dotdot", "slip_backslash", "absolute", "drive_letter", "shell_names", "names_cp437", "names_sjis",
     "symlink", "links_devices", "zero_bomb", "recursive_bomb", "self_nesting", "truncated", "encrypted",
-    "multi_volume")]
+    "encrypted_names", "multi_volume")]
 
 
 @pytest.mark.parametrize(("fmt", "name"), CASE_IDS, ids=[f"{f}-{n}" for f, n in CASE_IDS])
