@@ -171,7 +171,7 @@ def test_kill_9_at_random_points_then_resume(tmp_path: Path, sample_midi) -> Non
     config = write_config(tmp_path, "[pipeline]\nbatch_size = 64\n")
     cmd = [sys.executable, "-m", "midid.ctl", "--config", str(config), "import", "--local", "--json", str(src)]
     rng = random.Random(1234)
-    for _ in range(4):
+    for _ in range(int(os.environ.get("MIDID_KILL_POINTS", "4"))):  # 20 for the long run (docs/reliability.md)
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(rng.uniform(0.3, 3.0))
         proc.send_signal(signal.SIGKILL)

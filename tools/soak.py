@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Soak: many files through a real daemon in watched-folder bursts, with RSS and fds sampled.
 
-    .venv/bin/python tools/soak.py --files 200000            # the full soak (hours on 2 cores)
+    .venv/bin/python tools/soak.py --files 200000            # the full soak (minutes on 2 cores)
     .venv/bin/python tools/soak.py --files 20000 --out /tmp/soak
 
 A throw-away library, source folder and config are made under `--out`; the real daemon
