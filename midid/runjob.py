@@ -14,7 +14,7 @@ import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -86,29 +86,38 @@ def run_import(cfg: Config, paths: list[str], *, show_progress: bool = False) ->
 
 def _run(cfg: Config, lib: Library, paths: list[str], show_progress: bool) -> dict[str, Any]:
     started = time.monotonic()
+    # The runner is chosen before the import so that Ray's start-up (actor processes booting,
+    # numba kernels loading) overlaps the import, and the engine is stepped after every import
+    # batch, as the daemon does: split and analyze run while later batches are still imported.
+    queued = lib.stage_counts(cfg.rename.enabled)
+    leftover = queued["analyze"]["queued"] + queued["split"]["queued"]
+    expected = leftover + estimate_inputs(paths, cfg.pipeline.local_below)
+    runner = make_runner(cfg, expected_files=expected)
+    log.info("running split and analyze on %s (about %d file(s) expected)", runner.name, expected)
+    engine = Engine(cfg, lib, runner)
     with _progress(show_progress) as bar:
         task = bar.add_task("import", total=None) if bar else None
-
-        def on_import(s: ImportSummary) -> None:
-            if bar is not None and task is not None:
-                bar.update(task, completed=s.seen,
-                           description=f"import  {s.imported:,} new, {s.duplicates:,} dup, {s.errors:,} err")
-
-        summary = Importer(cfg, lib).run(paths, progress=on_import)
-        queued = lib.stage_counts(cfg.rename.enabled)
-        todo = queued["analyze"]["queued"] + queued["split"]["queued"]
-        runner = make_runner(cfg, expected_files=todo)
-        log.info("running split and analyze on %s for %d queued file(s)", runner.name, todo)
-        engine = Engine(cfg, lib, runner)
-        stage_task = bar.add_task("analyze", total=todo) if bar else None
+        stage_task = bar.add_task("analyze", total=None) if bar else None
 
         def on_stage(t: StageTotals) -> None:
             if bar is not None and stage_task is not None:
                 bar.update(stage_task, completed=t.analysed + t.analysis_errors,
-                           total=max(todo, t.analysed + t.analysis_errors),
                            description=f"analyze {t.analysed:,} done, {t.split_parts:,} parts, {t.analysis_errors:,} err")
 
+        def on_import(s: ImportSummary) -> None:
+            engine.step(0)
+            if bar is not None and task is not None:
+                bar.update(task, completed=s.seen,
+                           description=f"import  {s.imported:,} new, {s.duplicates:,} dup, {s.errors:,} err")
+            on_stage(engine.totals)
+
         try:
+            summary = Importer(cfg, lib).run(paths, progress=on_import)
+            if bar is not None and stage_task is not None:
+                counts = lib.stage_counts(cfg.rename.enabled)
+                remaining = counts["analyze"]["queued"] + counts["split"]["queued"]
+                done = engine.totals.analysed + engine.totals.analysis_errors
+                bar.update(stage_task, total=done + remaining)
             totals = engine.run(progress=on_stage)
         finally:
             runner.shutdown()
@@ -118,6 +127,44 @@ def _run(cfg: Config, lib: Library, paths: list[str], show_progress: bool) -> di
     if cfg.rename.enabled:
         out["renamed"] = totals.renamed
     return out
+
+
+def estimate_inputs(paths: list[str], limit: int) -> int:
+    """About how many MIDI files `paths` hold, counted only up to `limit`.
+
+    It only chooses the runner (in-process below `[pipeline] local_below`, Ray from there), so a
+    walk of names and sizes is enough: a plain file counts one, a file named like an archive
+    one per `_ARCHIVE_BYTES_PER_FILE` of its size. The walk stops at `limit`, so a huge source
+    costs no more than a small one.
+    """
+    count = 0
+    folders: list[str] = []
+    for path in paths:
+        if os.path.isdir(path):
+            folders.append(path)
+        else:
+            count += _weight(path, lambda: os.path.getsize(path) if os.path.isfile(path) else 0)
+    while folders and count < limit:
+        try:
+            with os.scandir(folders.pop()) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        folders.append(entry.path)
+                    elif entry.is_file():
+                        count += _weight(entry.name, lambda: entry.stat().st_size)
+        except OSError:
+            continue  # the import itself reports what it cannot read
+    return min(count, limit)
+
+
+def _weight(name: str, size: Callable[[], int]) -> int:
+    """One, or one per `_ARCHIVE_BYTES_PER_FILE` for an archive (only archives pay a stat)."""
+    return max(1, size() // _ARCHIVE_BYTES_PER_FILE) if name.lower().endswith(_ARCHIVE_SUFFIXES) else 1
+
+
+# A zipped MIDI file takes 1-4 KB; counting 4 KB keeps the estimate on the low side.
+_ARCHIVE_BYTES_PER_FILE = 4096
+_ARCHIVE_SUFFIXES = (".zip", ".7z", ".rar", ".tar", ".tgz", ".gz", ".bz2", ".xz", ".zst", ".lzh", ".cab", ".iso")
 
 
 @contextmanager

@@ -23,6 +23,7 @@ from midid.db import Library
 from midid.engine import Engine
 from midid.importer import Importer
 from midid.pool import CRASH_ERROR, LocalRunner, RayRunner, _Worker
+from midid.runjob import estimate_inputs, run_import
 
 POISON = b"MIDID-TEST-POISON"
 
@@ -221,3 +222,36 @@ def test_joins_a_ray_cluster_started_with_ray_start_head(tmp_path: Path, sample_
             head.wait(30)
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
+
+
+def test_one_shot_import_runs_the_stages_while_it_still_imports(tmp_path: Path, sample_midi) -> None:
+    """The engine is stepped after every import batch (as in the daemon), so split and analyze
+    start before the import ends and Ray's start-up hides behind it. In-process here, where one
+    step does one batch, which makes the interleaving deterministic."""
+    src = tmp_path / "src"
+    src.mkdir()
+    base = sample_midi[0].read_bytes()
+    n = 600
+    for i in range(n):
+        (src / f"g{i:04d}.mid").write_bytes(base + i.to_bytes(4, "big"))
+    config = write_config(tmp_path, "[pipeline]\nbatch_size = 16\n")  # import batches of 64
+    summary = run_import(load_config(config), [str(src)])
+    assert summary["imported"] == n and summary["analysed"] == n
+    with sqlite3.connect(tmp_path / "midid.sqlite3") as db:
+        last_import, = db.execute("SELECT max(at) FROM progress WHERE stage = 'import'").fetchone()
+        split_during_import, = db.execute(
+            "SELECT sum(count) FROM progress WHERE stage = 'split' AND at < ?", (last_import,)).fetchone()
+    import_batches = -(-n // 64)
+    assert split_during_import == 16 * (import_batches - 1)
+
+
+def test_the_runner_estimate_counts_files_and_archives_and_stops_at_the_limit(tmp_path: Path) -> None:
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for i in range(30):
+        (tmp_path / "a" / "b" / f"{i}.mid").write_bytes(b"MThd")
+    (tmp_path / "a" / "pack.zip").write_bytes(bytes(40 * 4096))
+    (tmp_path / "loop").symlink_to(tmp_path / "a")  # a symlinked folder is not walked twice
+    assert estimate_inputs([str(tmp_path)], 10_000) == 30 + 40
+    assert estimate_inputs([str(tmp_path / "a" / "pack.zip"), str(tmp_path / "a" / "b" / "0.mid")], 10_000) == 41
+    assert estimate_inputs([str(tmp_path)], 50) == 50
+    assert estimate_inputs([str(tmp_path / "missing")], 50) == 1
