@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import mido
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -297,3 +298,33 @@ def test_damaged_files_never_crash(cut: int, flips: list[tuple[int, int]]) -> No
         return
     assert isinstance(a, Analysis)
     json.dumps(a.to_dict())
+
+
+def test_pedal_hi_hat_plays_the_backbeat_role_in_the_tempo_estimate() -> None:
+    from midid.analysis.analyze import onset_roles
+    from midid.analysis.tempo import ROLES
+
+    roles = onset_roles(np.array([36, 38, 44, 42, 51]), np.ones(5, dtype=bool))
+    assert [ROLES[1 + r] for r in roles] == ["low", "back", "back", "high", "high"]
+
+
+@pytest.mark.parametrize("bpm", [160.0, 180.0])
+def test_a_groove_whose_backbeat_is_the_pedal_hi_hat_reads_at_its_beat(bpm: float) -> None:
+    # Ride eighths, kick on 1 and 3, pedal hi-hat on 2 and 4 (a jazz-style time feel), played
+    # with 5 ms of jitter: the pedal marks every second beat as a snare would, so the estimate
+    # is the beat; read as a hi-hat (high role) the same onsets give half the tempo.
+    from midid.analysis.analyze import onset_roles
+    from midid.analysis.tempo import estimate_bpm
+
+    beat = 60.0 / bpm
+    onsets, pitch = [], []
+    for k in range(int(16 / beat)):
+        onsets += [k * beat, k * beat + beat / 2, k * beat]
+        pitch += [51, 51, 36 if k % 2 == 0 else 44]
+    times = np.array(onsets) + np.random.default_rng(3).normal(0, 0.005, len(onsets))
+    pitches = np.array(pitch)
+    roles = onset_roles(pitches, np.ones(pitches.size, dtype=bool))
+    weight = np.full(times.size, 0.8)
+    assert estimate_bpm(times, weight, roles) == pytest.approx(bpm, rel=0.04)
+    as_hat = np.where(pitches == 44, 2, roles).astype(np.int8)
+    assert estimate_bpm(times, weight, as_hat) == pytest.approx(bpm / 2, rel=0.04)

@@ -80,6 +80,52 @@ def test_beat_phase_is_zero_on_the_tick_grid_and_wraps() -> None:
     assert grid.shift == (TPQ - grid.phase) % TPQ and grid.step == TPQ
 
 
+def test_beat_phase_follows_long_notes_not_a_busy_offbeat_line() -> None:
+    # Chords held two beats on a grid a quarter beat late, under a syncopated line of short
+    # notes on the second and fourth sixteenths of each beat (more onsets than the chords
+    # have): the chords' onsets set the grid, however many short notes fall between them.
+    late = TPQ // 4
+    events = []
+    for half_bar in range(16):
+        s = late + half_bar * 2 * TPQ
+        events += [(s, s + 2 * TPQ - 20, p) for p in (48, 55, 64)]
+        events += [(s + b * TPQ + k * TPQ // 4, s + b * TPQ + k * TPQ // 4 + 40, 79)
+                   for b in range(2) for k in (2, 3)]
+    start, end, _ = (np.array(x, dtype=np.int64) for x in zip(*events))
+    assert beat_grid(start, end, TPQ).phase == late
+
+
+def test_a_melody_alone_is_no_chord_when_another_voice_plays_the_chords() -> None:
+    # A bar of melody alone, then piano chords C - Am - F - G under it: the melody names no
+    # chord by itself, and its notes do not colour the piano's.
+    cycle = [(48, 60, 64, 67), (45, 60, 64, 69), (41, 60, 65, 69), (43, 59, 62, 67)]
+    piano = [(s, s + 4 * TPQ - 10, p) for i, chord in enumerate(cycle)
+             for s in [(i + 1) * 4 * TPQ] for p in chord]
+    line = [74, 72, 71, 69, 67, 69, 71, 72]
+    melody = [(k * TPQ * 5 // 2, k * TPQ * 5 // 2 + 2 * TPQ, line[k % 8]) for k in range(8)]
+    a = analyze_bytes(smf(timed_notes(piano), timed_notes(melody, channel=1)))
+    assert [(c["beat"], c["label"]) for c in a.chords] == [
+        (0.0, "N"), (4.0, "C:maj"), (8.0, "A:min"), (12.0, "F:maj"), (16.0, "G:maj")]
+    alone = analyze_bytes(smf(timed_notes(melody, channel=1)))  # a line by itself: chords
+    assert alone.chords and "N" not in {c["label"] for c in alone.chords}
+
+
+@pytest.mark.parametrize("strong", [0, 1])
+def test_an_ambiguous_beat_changes_chord_on_the_strong_beat(strong: int) -> None:
+    # C major for three beats, a beat of E and G alone (in both C major and E minor), then
+    # E minor: the change goes to beat 4 when the even beats are strong and to beat 3 when
+    # the odd ones are. A high single line, left out of the chroma, marks the strong beats.
+    chords = [(48, 52, 55)] * 3 + [(52, 55)] + [(52, 55, 59)] * 4
+    events = [(b * TPQ, (b + 1) * TPQ, p) for b, chord in enumerate(chords) for p in chord]
+    voice = [0] * len(events)
+    for b in range(strong, 7, 2):
+        events.append((b * TPQ, b * TPQ + TPQ * 19 // 10, 84))
+        voice.append(1)
+    start, end, pitch = (np.array(x, dtype=np.int64) for x in zip(*events))
+    segments = detect_chords(start, end, pitch.astype(np.int16), TPQ, np.array(voice))
+    assert segments == [(0.0, "C:maj"), (4.0 - strong, "E:min")]
+
+
 # Below ~80 BPM a straight-eighth beat reads as double time (the fitted prior's choice; see
 # docs/analysis.md), so the synthetic range starts there.
 @pytest.mark.parametrize("bpm", [80.0, 100.0, 128.0, 174.0])

@@ -33,6 +33,9 @@ _LOW_PITCH = 52
 # Role of a note by (is drum, pitch): one table lookup per note.
 _ROLE_OF = np.stack([np.where(np.arange(128) < _LOW_PITCH, 0, -1), _PART_ROLE[PART_OF_PITCH]])
 _ROLE_OF = _ROLE_OF.astype(np.int8)
+# The pedal hi-hat "chick" keeps the backbeat (2 and 4) under a jazz ride as a snare does in
+# rock, so it plays the backbeat role, not the high one of the ride it sits under.
+_ROLE_OF[1, 44] = 1
 _TAG_WORD = re.compile(r"[^a-z0-9#]+")
 
 
@@ -79,7 +82,7 @@ def analyze_bytes(
     if n_drum < n_notes:
         pitched = ~drum
         p_start, p_end, p_pitch = midi.start[pitched], midi.end[pitched], midi.pitch[pitched]
-        runs = chords_mod.chord_runs(p_start, p_end, p_pitch, tpq)
+        runs = chords_mod.chord_runs(p_start, p_end, p_pitch, tpq, midi.voice[pitched])
         chord_segments = chords_mod.labelled(runs)
         key = find_key(p_pitch, (p_end - p_start) / tpq,
                        chords_mod.root_profiles(runs, last_tick / tpq))

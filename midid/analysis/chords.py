@@ -2,17 +2,24 @@
 
 Chords change on beats, but a file's beats need not fall on multiples of its ticks per quarter
 (performances and audio-aligned files such as POP909 start the grid anywhere), so the beat
-phase is estimated first: the circular mean of note onsets modulo one beat. The notes sounding
-in each beat of that grid (overlap in ticks, so a held chord counts fully, and lower notes
-count more: accompaniment names the harmony, the melody decorates it) form a chroma vector.
+phase is estimated first: where onsets modulo one beat gather most, each weighted by its
+note's length (chord tones and bass notes are long and start on the beat; melody and passing
+notes are short and fall anywhere, so they neither pull the phase, as they pulled the mean of
+all onsets, nor outvote it). Each beat of that grid gets a chroma vector from the notes
+sounding in it (overlap in ticks, so a held chord counts fully, and lower notes count more),
+square rooted so one loud or doubled note does not outweigh the other tones of the chord.
+In an arrangement the accompaniment names the harmony and the melody decorates it: when some
+voice plays chords (two or more notes sounding on average), only such voices and the bass
+voice (the lowest) are counted, so a melody alone between accompaniment is "N", not a guess.
 Each of 12 roots x 9 qualities is scored as the correlation of the chroma with the chord's
-template, plus a bonus when the lowest sounding note is the root or a chord tone. A Viterbi
-pass with a fixed cost per chord change picks the chord sequence (so a passing note does not
-flip the chord, yet a real change is placed exactly), and repeats are merged. Beats with no
-notes are "N". Per-beat segments on the phase found scored 3.5 points higher against POP909
-annotations than half beats on the tick grid, at half the Viterbi steps (docs/analysis.md).
-Chroma, scores and Viterbi are one compiled pass over notes and beats
-(:func:`.kernels.chord_path`): a beat costs about a microsecond, whatever the file.
+template. A Viterbi pass with a cost per chord change picks the chord sequence (so a passing
+note does not flip the chord, yet a real change is placed exactly); the cost is lower on
+every other beat - the strong beats, those whose onsets hold more note length - because
+harmony changes on strong beats (85 % of the changes in POP909's annotations fall on beats
+1 and 3). Repeats are merged; beats where no counted voice sounds are "N". How each step
+scored against POP909 annotations: docs/analysis.md. Chroma, scores and Viterbi are one
+compiled pass over notes and beats (:func:`.kernels.chord_path`): a beat costs about a
+microsecond, whatever the file.
 """
 
 from __future__ import annotations
@@ -40,17 +47,18 @@ QUALITIES: dict[str, tuple[int, ...]] = {
 # These and the constants below were chosen on POP909 songs 001-150 and checked on 151-300
 # (docs/analysis.md).
 _QUALITY_BIAS = np.array([0.0, 0.0, -0.3, -0.3, -0.3, -0.3, 0.0, 0.0, 0.0])
-_SWITCH_PENALTY = 0.3  # score a chord change must gain over keeping the chord
-_BASS_ROOT_BONUS = 0.1  # score bonus when the lowest sounding note is the chord's root
-_BASS_TONE_BONUS = 0.1  # ... when it is any chord tone (inversions)
+_STRONG_CHANGE = 0.2  # score a chord change on a strong beat must gain over keeping the chord
+_WEAK_CHANGE = 0.3  # ... on a weak beat
+_NEAR_BEAT = 0.125  # onsets this close to a beat (in beats) tell strong beats from weak ones
+_METER_MARGIN = 0.1  # extra share of note length that marks strong beats (else all are)
+_CHORDAL_NOTES = 2.0  # mean notes sounding per beat that make a voice an accompaniment
 _LOW_REGISTER_WEIGHT = 1.0  # extra weight per octave below C5 (accompaniment over melody)
+_ROOT_WEIGHT = 0.1  # extra template weight on the root (the most reliable tone)
 _PHASE_BINS = 48  # resolution of the beat-phase histogram (a 64th-note triplet)
-_MIN_PHASE_AGREEMENT = 0.1  # mean resultant length below which onsets show no beat phase
+# The tick grid's own beat is kept while it holds this share of the note length at the peak.
+_GRID_PREFERENCE = 0.8
 MAX_SEGMENTS = 20_000
 MAX_PAIRS = 2_000_000
-
-
-_ROOT_WEIGHT = 0.25  # extra template weight on the root (the most reliable tone)
 
 
 def _chord_tables() -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]:
@@ -76,13 +84,6 @@ _MINOR_QUALITIES = frozenset({"min", "min7", "dim"})
 # Cell of each chord index in root_profiles' (2, 12) table (minor-third row x 12 + root),
 # and 24 (dropped) for no chord at index -1.
 _CELL = np.array([12 * (quality in _MINOR_QUALITIES) + root for root, quality in _LABELS] + [24])
-_ROOT_OF = np.zeros((len(_LABELS), 12))
-_TONES_OF = np.zeros((len(_LABELS), 12))
-for _i, (_root, _quality) in enumerate(_LABELS):
-    _ROOT_OF[_i, _root] = 1.0
-    _TONES_OF[_i, [(_root + iv) % 12 for iv in QUALITIES[_quality]]] = 1.0
-# Bass bonus of every chord, by the pitch class of the lowest sounding note: (12, chords).
-_BASS_OF = np.ascontiguousarray((_BASS_ROOT_BONUS * _ROOT_OF + _BASS_TONE_BONUS * _TONES_OF).T)
 
 
 class BeatGrid(NamedTuple):
@@ -97,11 +98,12 @@ class BeatGrid(NamedTuple):
 
 
 def beat_grid(start: np.ndarray, end: np.ndarray, tpq: int) -> BeatGrid:
-    """The chord grid of notes (ticks): the beat phase is the circular mean of onsets modulo
-    one quarter note (a coarse histogram, cheap for long files), 0 when the onsets show no
-    phase (even eighths); a beat per segment unless more than MAX_SEGMENTS segments or
-    MAX_PAIRS note-segment overlaps would be needed."""
-    return BeatGrid(*beat_grid_kernel(start, end, tpq, _PHASE_BINS, _MIN_PHASE_AGREEMENT,
+    """The chord grid of notes (ticks): the beat phase is where onsets modulo one quarter
+    note gather most, weighted by note length (a coarse histogram, refined around its peak),
+    0 when the tick grid's own beat holds nearly as much (quantised files, even eighths); a
+    beat per segment unless more than MAX_SEGMENTS segments or MAX_PAIRS note-segment
+    overlaps would be needed."""
+    return BeatGrid(*beat_grid_kernel(start, end, tpq, _PHASE_BINS, _GRID_PREFERENCE,
                                       MAX_SEGMENTS, MAX_PAIRS))
 
 
@@ -113,14 +115,22 @@ class ChordRuns(NamedTuple):
     chord: np.ndarray
 
 
-def chord_runs(start: np.ndarray, end: np.ndarray, pitch: np.ndarray, tpq: int) -> ChordRuns:
-    """The chords of notes (ticks) on their beat grid (see :func:`beat_grid`)."""
+def chord_runs(
+    start: np.ndarray, end: np.ndarray, pitch: np.ndarray, tpq: int,
+    voice: np.ndarray | None = None,
+) -> ChordRuns:
+    """The chords of notes (ticks) on their beat grid (see :func:`beat_grid`). ``voice``
+    numbers each note's voice (track x channel, 0-based), so that single-line voices can be
+    left out when others play the chords; None takes all notes as one voice."""
     if start.size == 0:
         return ChordRuns(np.zeros(0), np.zeros(0, dtype=np.int64))
+    if voice is None:
+        voice = np.zeros(start.size, dtype=np.int16)  # the dtype parse_midi gives
     grid = beat_grid(start, end, tpq)
     return ChordRuns(*chord_path(
-        start, end, pitch, grid.shift, grid.step, grid.segments, _INTERVALS, _ROOT_WEIGHT,
-        _SCALE, _QUALITY_BIAS, _BASS_OF, _LOW_REGISTER_WEIGHT, _SWITCH_PENALTY, tpq,
+        start, end, pitch, voice, grid.shift, grid.step, grid.segments,
+        _INTERVALS, _ROOT_WEIGHT, _SCALE, _QUALITY_BIAS, _LOW_REGISTER_WEIGHT, _CHORDAL_NOTES,
+        _STRONG_CHANGE, _WEAK_CHANGE, _NEAR_BEAT, _METER_MARGIN, tpq,
     ))
 
 
@@ -131,11 +141,12 @@ def labelled(runs: ChordRuns) -> list[tuple[float, str]]:
 
 
 def detect_chords(
-    start: np.ndarray, end: np.ndarray, pitch: np.ndarray, tpq: int
+    start: np.ndarray, end: np.ndarray, pitch: np.ndarray, tpq: int,
+    voice: np.ndarray | None = None,
 ) -> list[tuple[float, str]]:
     """(beat, label) chord segments of notes (ticks) in order, see :func:`chord_runs` and
     :func:`labelled`."""
-    return labelled(chord_runs(start, end, pitch, tpq))
+    return labelled(chord_runs(start, end, pitch, tpq, voice))
 
 
 def root_profiles(runs: ChordRuns, end_beat: float) -> np.ndarray:

@@ -88,30 +88,49 @@ def ready_kernels() -> set[str]:
 
 @_compiled_on_first_call
 def beat_grid(
-    start: np.ndarray, end: np.ndarray, tpq: int, bins: int, min_agreement: float,
+    start: np.ndarray, end: np.ndarray, tpq: int, bins: int, grid_preference: float,
     max_segments: int, max_pairs: int,
 ) -> tuple[int, int, int, int]:
     """(phase, shift, step, segments) of the chord grid, see :func:`.chords.beat_grid`.
 
-    ``phase`` (0..tpq-1 ticks) is the circular mean of onsets modulo a quarter note, read off
-    a histogram of ``bins`` bins; 0 when the onsets agree less than ``min_agreement`` (mean
-    resultant length). ``shift`` = ticks added to every note so beats fall on multiples of
-    ``step``; ``step`` is tpq unless more than ``max_segments`` segments or ``max_pairs``
-    (note, segment) overlaps would be needed."""
+    ``phase`` (0..tpq-1 ticks) is where onsets modulo a quarter note gather most, each onset
+    weighted by its note's length: the peak of a ``bins``-bin histogram (smoothed over
+    neighbouring bins), refined to the weighted mean of the onsets within a bin and a half of
+    it; 0 when the histogram at the tick grid's own beat reaches ``grid_preference`` times the
+    peak. ``shift`` = ticks added to every note so beats fall on multiples of ``step``;
+    ``step`` is tpq unless more than ``max_segments`` segments or ``max_pairs`` (note, segment)
+    overlaps would be needed."""
     histogram = np.zeros(bins)
     last, held = 0, 0
     for i in range(start.size):
+        length = max(end[i] - start[i], 1)
         nearest = ((start[i] % tpq) * bins + tpq // 2) // tpq  # 0..bins, bins wraps to 0
-        histogram[nearest if nearest < bins else 0] += 1.0
+        histogram[nearest if nearest < bins else 0] += length
         last = max(last, end[i])
-        held += max(end[i] - start[i], 1)
-    re, im = 0.0, 0.0
+        held += length
+    peak, peak_weight, at_grid = 0, -1.0, 0.0
     for b in range(bins):
-        re += histogram[b] * np.cos(2 * np.pi * b / bins)
-        im += histogram[b] * np.sin(2 * np.pi * b / bins)
+        smooth = histogram[b - 1] + 2.0 * histogram[b] + histogram[(b + 1) % bins]
+        if b == 0:
+            at_grid = smooth
+        if smooth > peak_weight:
+            peak, peak_weight = b, smooth
     phase = 0
-    if np.sqrt(re * re + im * im) >= min_agreement * start.size:
-        phase = np.int64(round(np.arctan2(im, re) / (2 * np.pi) % 1.0 * tpq)) % tpq
+    if at_grid < grid_preference * peak_weight:
+        centre = peak * tpq / bins
+        reach = 1.5 * tpq / bins
+        total, weight = 0.0, 0.0
+        for i in range(start.size):
+            offset = start[i] % tpq - centre  # wrapped into -tpq/2..tpq/2 without a float %
+            if offset > tpq / 2:
+                offset -= tpq
+            elif offset < -tpq / 2:
+                offset += tpq
+            if -reach <= offset <= reach:
+                length = max(end[i] - start[i], 1)
+                total += offset * length
+                weight += length
+        phase = np.int64(round(centre + total / weight)) % tpq
     shift = (tpq - phase) % tpq
     last += shift
     step = tpq
@@ -134,6 +153,7 @@ def chord_path(
     start: np.ndarray,
     end: np.ndarray,
     pitch: np.ndarray,
+    voice: np.ndarray,
     shift: int,
     step: int,
     n_seg: int,
@@ -141,29 +161,72 @@ def chord_path(
     root_weight: float,
     scale: np.ndarray,
     bias: np.ndarray,
-    bass_bonus: np.ndarray,
     low_register_weight: float,
-    switch_penalty: float,
+    chordal_notes: float,
+    strong_change: float,
+    weak_change: float,
+    near_beat: float,
+    meter_margin: float,
     tpq: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Runs of the best chord path, see :mod:`.chords`: the beat each run starts on (quarter
     notes from the file start, to 0.001) and its chord index (quality x 12 + root, -1 where
-    nothing sounds).
+    no counted voice sounds).
 
-    Times in ticks, ``shift`` added to every note, ``step`` ticks per segment. Quality q's
-    template is 1 on the semitones ``intervals[q]`` above the root (-1 padded, root first)
-    plus ``root_weight`` on the root, z-scored: since a z-scored chroma sums to zero, its
-    correlation with the template is the template's sum over the chroma's z-scores times
-    ``scale[q]``. ``bass_bonus[pc, c]`` is added when the lowest sounding note has pitch
-    class pc. Viterbi with one cost per change:
-    the best predecessor of a chord is itself or the previous segment's best chord.
+    Times in ticks, ``shift`` added to every note, ``step`` ticks per segment; ``voice[i]``
+    (0-based) is note i's voice. When some voice sounds ``chordal_notes`` notes or more
+    on average over the segments it sounds in, only such voices and the lowest voice (by mean
+    pitch) count. Each segment's chroma (overlap in ticks, weighted by register) is square
+    rooted and z-scored. Quality q's template is 1 on the semitones ``intervals[q]`` above the
+    root (-1 padded, root first) plus ``root_weight`` on the root, z-scored: since a z-scored
+    chroma sums to zero, its correlation with the template is the template's sum over the
+    chroma's z-scores times ``scale[q]``. Viterbi with one cost per change: the best
+    predecessor of a chord is itself or the previous segment's best chord; a change costs
+    ``weak_change`` on every other segment - the parity where onsets within ``near_beat`` of
+    a segment start hold less note length, by a factor 1 + ``meter_margin`` at least - and
+    ``strong_change`` elsewhere (everywhere when neither parity holds clearly less).
     """
     n_qual = intervals.shape[0]
     n_chords = n_qual * 12
+    n_voices = 1
+    for i in range(voice.size):
+        n_voices = max(n_voices, voice[i] + 1)
+    counted = np.ones(n_voices, dtype=np.bool_)
+    if n_voices > 1:
+        touched = np.zeros((n_voices, n_seg), dtype=np.bool_)
+        note_time = np.zeros(n_voices)
+        segments = np.zeros(n_voices)
+        pitch_sum = np.zeros(n_voices)
+        notes = np.zeros(n_voices)
+        for i in range(start.size):
+            v, s, e = voice[i], start[i] + shift, end[i] + shift
+            note_time[v] += max(e - s, 1)
+            pitch_sum[v] += pitch[i]
+            notes[v] += 1.0
+            for seg in range(min(s // step, n_seg - 1), min(max(e - 1, s) // step, n_seg - 1) + 1):
+                if not touched[v, seg]:
+                    touched[v, seg] = True
+                    segments[v] += 1.0
+        lowest, chordal = -1, False
+        for v in range(n_voices):
+            if notes[v] > 0:
+                counted[v] = note_time[v] >= chordal_notes * segments[v] * step
+                chordal = chordal or counted[v]
+                if lowest < 0 or pitch_sum[v] * notes[lowest] < pitch_sum[lowest] * notes[v]:
+                    lowest = v
+        if chordal:
+            counted[lowest] = True
+        else:
+            counted[:] = True
     chroma = np.zeros((n_seg, 12))
-    low = np.full(n_seg, 128, dtype=np.int64)
+    on_beat = np.zeros(2)
     for i in range(start.size):
         s, e, p = start[i] + shift, end[i] + shift, pitch[i]
+        nearest = (s + step // 2) // step
+        if abs(s - nearest * step) < near_beat * step:
+            on_beat[nearest % 2] += max(e - s, 1)
+        if not counted[voice[i]]:
+            continue
         weight = 1.0 + low_register_weight * max(72 - p, 0) / 12.0
         s0 = min(s // step, n_seg - 1)
         s1 = min(max(e - 1, s) // step, n_seg - 1)
@@ -171,8 +234,11 @@ def chord_path(
             overlap = min(e, (seg + 1) * step) - max(s, seg * step)
             if overlap > 0:
                 chroma[seg, p % 12] += overlap * weight
-                if p < low[seg]:
-                    low[seg] = p
+    # The weak beats' parity; -1 when neither parity holds clearly more (no meter to go by).
+    weak = -1
+    for parity in range(2):
+        if on_beat[1 - parity] > (1.0 + meter_margin) * on_beat[parity]:
+            weak = parity
     delta = np.zeros(n_chords)
     score = np.empty(n_chords)
     keep = np.empty((n_seg, n_chords), dtype=np.bool_)
@@ -181,13 +247,15 @@ def chord_path(
     z = np.empty(24)  # the z-scored chroma twice, so root + interval needs no modulo
     best = 0
     for t in range(n_seg):
+        for j in range(12):
+            z[j] = np.sqrt(chroma[t, j]) if chroma[t, j] > 0 else 0.0
         mean = 0.0
         for j in range(12):
-            mean += chroma[t, j]
+            mean += z[j]
         mean /= 12.0
         var = 0.0
         for j in range(12):
-            z[j] = chroma[t, j] - mean
+            z[j] -= mean
             var += z[j] * z[j]
         sounding[t] = mean > 0
         std = np.sqrt(var / 12.0)
@@ -205,20 +273,19 @@ def chord_path(
                         score[q * 12 + root] += z[root + iv]
             for root in range(12):
                 score[q * 12 + root] = score[q * 12 + root] * scale[q] + bias[q]
-        bass = low[t] % 12 if low[t] < 128 else -1
         # One pass: take the best predecessor (itself, or last segment's best chord at a
         # cost), add this segment's score, and find this segment's best chord.
-        switch = delta[best] - switch_penalty if t > 0 else 0.0
+        change = weak_change if t % 2 == weak else strong_change
+        switch = delta[best] - change if t > 0 else 0.0
         top[t] = best
-        new_best = 0
+        new_best, best_value = 0, -np.inf
         for c in range(n_chords):
-            keep[t, c] = delta[c] >= switch
-            value = max(delta[c], switch) + score[c]
-            if bass >= 0:
-                value += bass_bonus[bass, c]
+            kept = delta[c] >= switch
+            keep[t, c] = kept
+            value = (delta[c] if kept else switch) + score[c]
             delta[c] = value
-            if value > delta[new_best]:
-                new_best = c
+            if value > best_value:
+                new_best, best_value = c, value
         best = new_best
     path = np.empty(n_seg, dtype=np.int64)
     path[n_seg - 1] = best

@@ -2,8 +2,8 @@
 
 Onsets become onset-strength envelopes (FRAME_RATE frames per second, velocity-weighted, over
 the first MAX_SECONDS): one for all notes and one per rhythmic role - low (kick, or pitched
-notes below E3), backbeat (snare, clap, rim) and high (hats and cymbals). One batched rFFT
-gives their spectra; their autocorrelations come from the pairs of onset frames within 4 s
+notes below E3), backbeat (snare, clap, rim, pedal hi-hat) and high (hats and cymbals). One
+batched rFFT gives their spectra; their autocorrelations come from the pairs of onset frames within 4 s
 of each other (:func:`.kernels.envelope_acf`, the same numbers as an inverse FFT). Each
 candidate tempo is then read off them: the
 autocorrelation at the beat period and its multiples and fractions (a metrical comb: a beat is
@@ -11,7 +11,9 @@ supported by its bar, its subdivisions and by the snare landing every second bea
 coherence at 1/2 to 4 cycles per beat, the phase relation of kick and snare, and how many
 onsets fall per beat. A linear score over those readings plus a quadratic prior on log-tempo
 picks the tempo; its weights were fitted by softmax regression on Groove MIDI drummers 1 and 2
-and checked on drummers 4, 5 and 10 (docs/analysis.md, ``benchmarks/analyze.py --fit``).
+and checked on drummers 4, 5 and 10 (docs/analysis.md, ``benchmarks/analyze.py --fit``),
+leaving out of the fit the files whose labelled beat has no periodicity in their onsets (a
+session played well off its label): they only pulled the weights towards noise.
 The score resolves octave errors (1/2x, 2x, 2/3x, 1.5x), the hard part of onset tempo.
 
 Every index that depends only on the candidate grid is computed once at import, and the
@@ -91,15 +93,16 @@ FEATURE_NAMES = (
     + ["log2 bpm/120", "log2 bpm/120 ^2"]
 )
 # Weights of the linear tempo score, in FEATURE_NAMES order. Fitted by softmax over
-# CANDIDATES (L2 towards a plain metrical comb) on the beats of Groove drummers 1 and 2,
-# checked on drummers 4, 5 and 10: reproduce with ``benchmarks/analyze.py --fit``.
+# CANDIDATES (L2 towards a plain metrical comb) on the beats of Groove drummers 1 and 2 whose
+# labelled beat shows in their onsets, checked on drummers 4, 5 and 10 (and the reverse fit):
+# reproduce with ``benchmarks/analyze.py --fit``.
 WEIGHTS = np.array([
-    0.972, -1.06, 0.235, 1.85, 0.68, -0.949, 2.52, 0.318, 1.083,
-    -0.191, -0.345, -0.154, -0.363, 0.01, -0.27, -1.579, 0.206, 0.206,
-    0.351, 0.686, 0.408, -0.398, 0.205, 1.158, 0.827, 1.51, 1.72,
-    0.809, 1.184, 1.026, -0.323, 0.128, 0.677, 0.537, -0.469, 0.964,
-    0.834, 0.449, -0.162, -0.014, 0.152, 1.445, 0.194, 0.387, 0.724,
-    -1.168, 0.724, 0.144, 0.724, 0.032, 0.724, -0.035, -0.724, -1.557,
+    0.91, -0.222, -0.008, 0.609, 1.674, -0.648, 1.657, 0.657, 1.038,
+    0.099, -0.473, 0.454, 0.232, 0.038, -0.285, 0.558, 0.384, 0.291,
+    -0.244, 0.533, 0.603, 0.062, 0.311, 0.755, 0.48, 1.387, 1.304,
+    0.561, 1.064, 0.817, 0.055, 0.55, 1.291, 0.497, -0.129, 0.524,
+    1.191, -0.121, -0.242, 0.506, 0.518, 0.767, 0.37, 0.223, 0.536,
+    -0.905, 0.536, 0.185, 0.536, -0.135, 0.536, -0.071, -0.536, -1.454,
 ])
 
 
