@@ -19,9 +19,9 @@ from typing import Any, Callable
 
 from .config import Config, DeviceEntry
 from .db import Library
-from .export.copy import remove_stale_temps
+from .export.copy import remove_stale_temps, stop_reason
 from .export.index import write_index
-from .exporter import ExportSummary, PlanItem, candidates, copy_items, index_entry, plan
+from .exporter import ExportSummary, PlanItem, candidates, copy_items, index_entry, plan_onto
 from .hotplug import BlockDevice, HotplugMonitor, Mount, find_mount, is_target, list_present, mount_device, unmount
 
 log = logging.getLogger(__name__)
@@ -149,6 +149,12 @@ class DeviceManager:
             try:
                 busy = self._advance(lib, att) or busy
             except OSError as exc:
+                # Outside a batch too (the index, a folder): a full or pulled drive stops the
+                # sync until it is plugged in again, and says so, like a stopped batch.
+                reason = stop_reason(exc, att.mount.mountpoint) if att.mount is not None else None
+                if reason:
+                    self._stopped(lib, att, ExportSummary(stopped=reason))
+                    continue
                 att.state, att.message = "error", f"{exc.strerror or exc}: check the drive"
                 log.warning("sync to %s failed: %s", att.dev.devnode, exc)
         return busy
@@ -276,8 +282,7 @@ class DeviceManager:
         marks = ",".join("?" * len(ids))
         known = {p.casefold() for (p,) in lib.db.execute(
             f"SELECT path FROM exports WHERE device_uuid = ? AND file_id NOT IN ({marks})", [att.key, *ids])}
-        return plan(rows, profile=att.profile, root="",
-                    taken=lambda p: p.casefold() in known or (base / p).exists())
+        return plan_onto(rows, profile=att.profile, library_root=self.cfg.library_path, base=base, known=known)
 
     def _record(self, lib: Library, att: Attached, done: list[PlanItem]) -> None:
         """Rows only for files that are complete on the drive (copy_batch's `copied`)."""

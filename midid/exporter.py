@@ -9,17 +9,19 @@ deleted on the drive is not silently copied again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import secrets
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from .db import Library
-from .export.copy import TEMP_PREFIX, CopyItem, copy_batch, remove_stale_temps
+from .export.copy import TEMP_PREFIX, CopyItem, copy_batch, flush, remove_stale_temps, stop_reason
 from .export.index import INDEX_NAME, write_index
 from .export.layout import export_relpath, progression_relpath
 from .export.progression import chord_voicings, progression_document
@@ -106,28 +108,78 @@ def copy_items(library_root: Path, target: Path, items: list[PlanItem], *, profi
                batch_size: int = 200, on_batch: Callable[[list[PlanItem], ExportSummary], None] | None = None
                ) -> ExportSummary:
     """Copy planned items in durable batches, then their `.progression` files; stop on a full or
-    vanished drive keeping what is complete."""
+    vanished drive keeping what is complete.
+
+    An item that wants a `.progression` counts as done (and reaches `on_batch`) only once that
+    is durable too. When the drive fills up or goes while they are written, such items of the
+    batch are complete on the drive but not reported: the next sync finds each file (and any
+    `.progression` already written) at its path and takes it as copied.
+    """
     summary = ExportSummary()
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
         result = copy_batch([CopyItem(library_root / i.src, i.dest_rel) for i in chunk], target)
         copied = {c.dest_rel for c in result.copied}
         done = [i for i in chunk if i.dest_rel in copied]
+        stopped = result.stopped
+        wanting = [i for i in done if wants_progression(i)]
+        rel = ""
+        try:
+            for item in wanting:
+                rel = item.dest_rel
+                summary.progressions += _write_progression(library_root / item.src, target, item, profile, root)
+            if wanting:
+                flush(target)
+        except OSError as exc:
+            stopped = stop_reason(exc, target, rel)
+            if stopped is None:
+                raise
+            done = [i for i in done if not wants_progression(i)]
         summary.copied += len(done)
         summary.bytes += result.bytes
         for item, reason in result.failed:
             summary.errors += 1
             summary.failed.append({"path": item.dest_rel, "error": reason})
-        for item in done:
-            if wants_progression(item):
-                summary.progressions += _write_progression(library_root / item.src, target, item, profile, root)
         if on_batch:
             on_batch(done, summary)
-        if result.stopped:
-            summary.stopped = result.stopped
+        if stopped:
+            summary.stopped = stopped
             summary.not_copied = len(items) - start - len(done) - len(result.failed)
             break
     return summary
+
+
+def plan_onto(rows: list[dict[str, Any]], *, profile: str, library_root: Path, base: Path,
+              known: set[str]) -> list[PlanItem]:
+    """Plan rows onto a folder that may hold files already (`known`: casefolded paths taken).
+
+    A path is taken when something other than this row's own complete copy is there. Its own
+    copy is what a sync or export left when it stopped between making the file durable and
+    recording it (drive pulled mid-batch, process killed): copy_batch then counts it as copied
+    under its own name instead of writing it again as ``_2``. One row at a time, since whether
+    a path is free depends on the row's bytes.
+    """
+    items = []
+    for row in rows:
+        src = library_root / row["path"]
+        [item] = plan([row], profile=profile, root="",
+                      taken=lambda p, src=src: p.casefold() in known or _occupied(base / p, src))
+        known.add(item.dest_rel.casefold())
+        items.append(item)
+    return items
+
+
+def _occupied(path: Path, src: Path) -> bool:
+    """Whether ``path`` holds anything but a complete copy of ``src``."""
+    try:
+        there = path.lstat()
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    try:
+        return (not stat.S_ISREG(there.st_mode) or there.st_size != src.stat().st_size
+                or path.read_bytes() != src.read_bytes())
+    except OSError:
+        return True
 
 
 def _write_progression(src: Path, target: Path, item: PlanItem, profile: str, root: str) -> int:
@@ -137,20 +189,37 @@ def _write_progression(src: Path, target: Path, item: PlanItem, profile: str, ro
     except (OSError, ValueError) as exc:
         log.info("no .progression for %s: %s", item.dest_rel, exc)
         return 0
-    rel = progression_relpath(profile, item.dest_rel, root=root, taken=lambda p: (target / p).exists())
-    _atomic_write(target / rel, json.dumps(doc, indent=1).encode())
+    body = json.dumps(doc, indent=1).encode()
+    rel = progression_relpath(profile, item.dest_rel, root=root, taken=lambda p: _holds_other(target / p, body))
+    _atomic_write(target / rel, body)
     return 1
+
+
+def _holds_other(path: Path, body: bytes) -> bool:
+    """Whether ``path`` exists with other content than ``body``: the same document written by a
+    sync that stopped before recording its file is replaced in place, not written again as `_2`."""
+    try:
+        return path.read_bytes() != body
+    except FileNotFoundError:
+        return False
+    except IsADirectoryError:
+        return True
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{TEMP_PREFIX}{secrets.token_hex(8)}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):  # a full drive must not keep a partial file; a gone one cannot
+            tmp.unlink(missing_ok=True)
+        raise
 
 
 def index_entry(item: PlanItem, exported_at: float) -> dict[str, Any]:
@@ -183,8 +252,7 @@ def export_to_folder(lib: Library, library_root: Path, target: Path, *, profile:
         else:
             todo_rows.append(row)
     known = {e["path"].casefold() for e in previous.values()}
-    items = plan(todo_rows, profile=profile, root="",
-                 taken=lambda p: p.casefold() in known or (base / p).exists())
+    items = plan_onto(todo_rows, profile=profile, library_root=library_root, base=base, known=known)
     if dry_run:
         return summary, items
     if items:

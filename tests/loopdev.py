@@ -124,6 +124,56 @@ class LoopDrive:
         finally:
             os.close(fd)
 
+    def wait_unbound(self, timeout_s: float = 15) -> None:
+        """Wait until no loop device refers to the image (udev's probes can hold a detach back)."""
+        deadline = time.monotonic() + timeout_s
+        while _run("losetup", "-j", str(self.image)).stdout.strip():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.image} is still attached to a loop device")
+            time.sleep(0.1)
+
+    def read_detached(self, dest: Path) -> Path:
+        """Copy every file of the unplugged drive into ``dest``, without attaching it again.
+
+        Attaching would be a plug that the daemon under test sees. The journal is replayed
+        first (``e2fsck -p``, as the next mount would), so ``dest`` shows what the drive will
+        hold when plugged in again; a read-only ``e2fsck -n`` after it must find the file
+        system consistent. ``debugfs rdump`` keeps names and contents, including dot files.
+        """
+        assert self.devnode is None, "detach first"
+        self.wait_unbound()
+        replay = _run("e2fsck", "-f", "-p", str(self.image), check=False)
+        if replay.returncode > 1:  # 1: the journal was replayed (or a safe fix was made)
+            raise AssertionError(f"e2fsck could not replay {self.image}: {replay.stdout}{replay.stderr}")
+        check = _run("e2fsck", "-f", "-n", str(self.image), check=False)
+        if check.returncode != 0:
+            raise AssertionError(f"{self.image} is inconsistent after the replay: {check.stdout}")
+        dest.mkdir(parents=True)
+        _run("debugfs", "-R", f"rdump / {dest}", str(self.image))
+        return dest
+
+    def free_detached(self) -> int:
+        """Bytes free for files on the unplugged drive (from its superblock)."""
+        fields = dict(
+            line.split(":", 1)
+            for line in _run("dumpe2fs", "-h", str(self.image)).stdout.splitlines()
+            if ":" in line
+        )
+        return int(fields["Free blocks"]) * int(fields["Block size"])
+
+    def put_detached(self, files: dict[str, Path]) -> None:
+        """Write host files into the unplugged drive (``{path on the drive: host file}``), as
+        a user's own files already there before midid sees the drive; folders are made."""
+        assert self.devnode is None, "detach first"
+        folders = sorted({str(Path(rel).parent) for rel in files} - {"."})
+        made = {p for f in folders for p in [*Path(f).parents, Path(f)] if str(p) != "."}
+        lines = [f"mkdir {p}" for p in sorted(made, key=lambda p: len(p.parts))]
+        lines += [f"write {src} {rel}" for rel, src in files.items()]
+        script = self.image.with_suffix(".debugfs")
+        script.write_text("\n".join(lines) + "\n")
+        _run("debugfs", "-w", "-f", str(script), str(self.image))
+        script.unlink()
+
     def cleanup(self) -> None:
         """Unmount (lazily if busy) and detach; never raises."""
         if self.mountpoint is not None:

@@ -78,6 +78,23 @@ def test_one_shot_export_layout_index_progressions_and_incremental(library) -> N
     assert list((tmp_path / "drums" / "MPC_Documents" / "MIDI" / "Drums").rglob("*.mid"))
 
 
+def test_one_shot_export_interrupted_before_its_index_copies_nothing_twice(library) -> None:
+    """A run stopped after its files were durable but before the index was written (killed,
+    card pulled) leaves files the next run cannot find in the index: they are its own copies,
+    taken as copied under their own names, never written again as `_2`."""
+    config, tmp_path = library
+    out = tmp_path / "card"
+    first = json.loads(ctl(config, "export", "--to", str(out), "--json").stdout)
+    root = out / "MPC_Documents"
+    before = sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file() and p.name != INDEX_NAME)
+    (root / INDEX_NAME).unlink()
+    again = json.loads(ctl(config, "export", "--to", str(out), "--json").stdout)
+    after = sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file() and p.name != INDEX_NAME)
+    assert after == before and not any("_2." in p.name for p in after)
+    assert again["copied"] == first["copied"] == 14 and again["bytes"] == 0 and again["errors"] == 0
+    assert len(json.loads((root / INDEX_NAME).read_text())["files"]) == 14
+
+
 @pytest.fixture
 def drive_daemon(library):
     require_loop()

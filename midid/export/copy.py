@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-__all__ = ["TEMP_PREFIX", "CopyItem", "CopyResult", "copy_batch", "remove_stale_temps"]
+__all__ = ["TEMP_PREFIX", "CopyItem", "CopyResult", "copy_batch", "flush", "remove_stale_temps", "stop_reason"]
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,7 @@ class _Staged:
     temp: str
     name: str
     size: int
+    renamed: bool = False
 
 
 class _Stop(Exception):
@@ -121,6 +122,34 @@ def _stop_for(exc: OSError, root: Path, root_fd: int | None, rel: str) -> _Stop 
             "the user midid runs as (uid=/gid= options for FAT/exFAT) and sync again.",
         )
     return None
+
+
+def flush(root: Path) -> None:
+    """Make every write below ``root`` durable with one ``syncfs``: for files written outside
+    :func:`copy_batch` (``.progression`` files), whose renames must not be lost once recorded."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        _syncfs(fd)
+    finally:
+        os.close(fd)
+
+
+def stop_reason(exc: OSError, root: Path, rel: str = "") -> str | None:
+    """Why a failed write of ``rel`` below ``root`` stops the whole sync (``device full (free
+    X MB)``, ``device gone: ...``, read-only, denied), or None if it concerns that file only.
+
+    For writes made outside :func:`copy_batch` (``.progression`` files), worded as it words them.
+    """
+    try:
+        root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        root_fd = None
+    try:
+        stop = _stop_for(exc, root, root_fd, rel)
+    finally:
+        if root_fd is not None:
+            os.close(root_fd)
+    return stop.reason if stop else None
 
 
 def _split(dest_rel: str) -> tuple[tuple[str, ...], str]:
@@ -296,6 +325,9 @@ def _finish(staged: list[_Staged], root: Path, root_fd: int, result: CopyResult)
         _syncfs(root_fd)
         renamed: list[_Staged] = []
         for st in staged:
+            if st.renamed:  # by an earlier attempt (see _finish_after_full)
+                renamed.append(st)
+                continue
             if _exists(st.dir_fd, st.name):  # appeared since staging: not ours
                 _unlink_quietly(st.temp, st.dir_fd)
                 clash = f"{st.item.dest_rel} appeared meanwhile; not overwritten"
@@ -303,6 +335,7 @@ def _finish(staged: list[_Staged], root: Path, root_fd: int, result: CopyResult)
                 continue
             rel = st.item.dest_rel
             os.rename(st.temp, st.name, src_dir_fd=st.dir_fd, dst_dir_fd=st.dir_fd)
+            st.renamed = True
             renamed.append(st)
         _syncfs(root_fd)  # the renames and new folders: one commit instead of one per folder
     except OSError as exc:
@@ -316,13 +349,24 @@ def _finish(staged: list[_Staged], root: Path, root_fd: int, result: CopyResult)
 def _finish_after_full(
     staged: list[_Staged], root: Path, root_fd: int, result: CopyResult
 ) -> None:
-    """Keep the files written before the device filled up; drop every temp if that fails too."""
-    try:
-        _finish(staged, root, root_fd, result)
-    except _Stop as stop:
-        log.warning("could not keep completed files on %s: %s", root, stop.reason)
-        for st in staged:
-            _unlink_quietly(st.temp, st.dir_fd)
+    """Keep the files written before the device filled up.
+
+    Renaming them can itself need room (a folder growing by a block), so the newest temps are
+    given up one at a time until the renames fit; on any other failure every temp goes.
+    """
+    while staged:
+        try:
+            _finish(staged, root, root_fd, result)
+            return
+        except _Stop as stop:
+            waiting = [st for st in staged if not st.renamed]
+            if stop.kind != "full" or not waiting:
+                log.warning("could not keep completed files on %s: %s", root, stop.reason)
+                for st in staged:
+                    _unlink_quietly(st.temp, st.dir_fd)
+                return
+            staged.remove(waiting[-1])
+            _unlink_quietly(waiting[-1].temp, waiting[-1].dir_fd)
 
 
 def remove_stale_temps(root: Path) -> int:
