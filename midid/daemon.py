@@ -19,6 +19,7 @@ import sqlite3
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -26,7 +27,7 @@ from typing import Any, Callable, Iterator
 from . import __version__
 from .config import Config, ConfigError, load_config
 from .db import Library
-from .engine import Engine, make_runner
+from .engine import Engine
 from .importer import Importer, ImportSummary, LibraryWriteError
 from .logsetup import setup_logging
 from .notify import Heartbeat, Notifier, WatchdogPinger, watchdog_interval_s
@@ -52,6 +53,10 @@ class ImportJob:
 
 MIN_FREE_BYTES = 64 * 1024 * 1024  # resume writing the library once this much is free again,
 MIN_GAIN_BYTES = 1024 * 1024  # or once this much more is free than when writing stopped
+# Stopping one Ray and starting another takes 5-30 s on a loaded two-core machine, beyond
+# WatchdogSec=30 with the rest of the loop; longer than this and something is wrong.
+RAY_RESTART_LIMIT_S = 120.0
+REJOIN_HINT = "Once the cluster is up, reload midid (`systemctl reload midid` or SIGHUP) to join it."
 PARTIAL = (".part", ".crdownload", ".download", ".partial", ".tmp", ".!qb", ".opdownload")
 
 
@@ -81,6 +86,7 @@ class Daemon:
         self.control: Any = None
         self.devices: Any = None
         self._last_import_status = 0.0
+        self.ray_address = ""  # the Ray the workers run on: the configured cluster, or "" (a local one)
         self.blocked: str | None = None  # why writing the library is stopped (disk full)
         self._last_space_check = 0.0
         self._free_at_block = 0
@@ -91,10 +97,7 @@ class Daemon:
         with writer_lock(self.cfg):
             self.lib = open_library(self.cfg)
             runner = self._start_runner()
-            # After Ray starts: its driver set-up installs handlers of its own.
-            signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
-            signal.signal(signal.SIGINT, lambda *_: self.stopping.set())
-            signal.signal(signal.SIGHUP, lambda *_: self.reload_requested.set())
+            self._install_signal_handlers()
             self.engine = Engine(self.cfg, self.lib, runner)
             self.importer = Importer(self.cfg, self.lib)
             self._start_edges()
@@ -114,30 +117,46 @@ class Daemon:
                     pinger.stop()
                 self._stop_edges()
                 self.engine.stop()
-                runner.shutdown()
+                self.engine.runner.shutdown()  # the one in use: a lost Ray replaces it
                 for job in self.jobs + self.followers:
                     job.error = "the daemon stopped; the work resumes when it starts again"
                     job.finished.set()
                 self.lib.close()
         return 0
 
+    def _install_signal_handlers(self) -> None:
+        """Ours, after every Ray start: a Ray driver's set-up installs handlers of its own."""
+        signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
+        signal.signal(signal.SIGINT, lambda *_: self.stopping.set())
+        signal.signal(signal.SIGHUP, lambda *_: self.reload_requested.set())
+
     def _start_runner(self) -> Any:
         """Ray actor pools; when the configured cluster cannot be joined, a local Ray instead."""
+        address = self.cfg.ray.address
         try:
-            return make_runner(self.cfg)
+            return self._ray_runner(address)
         except Exception as exc:  # noqa: BLE001 - any failure to join means: run locally
-            if not self.cfg.ray.address:
+            if not address:
                 raise
+            self._message(f"Ray cluster at {address} is unreachable ({type(exc).__name__}); running on a "
+                          f"local Ray. {REJOIN_HINT}")
+            log.error("cannot join the Ray cluster at %s (%s); using a local Ray", address, exc)
+            return self._ray_runner("")
+
+    def _ray_runner(self, address: str) -> Any:
+        """Join the Ray at `address` ("" starts a local one) and put the actor pools on it."""
+        from .pool import RayRunner, pool_sizes, start_ray
+
+        try:
+            watch = start_ray(address, self.cfg.ray.num_cpus, self.cfg.ray.object_store_mb)
+        except Exception:
             import ray
 
-            ray.shutdown()
-            self._message(f"Ray cluster at {self.cfg.ray.address} is unreachable ({type(exc).__name__}); "
-                          "running on a local Ray. Check the cluster, then reload or restart midid.")
-            log.error("cannot join the Ray cluster at %s (%s); using a local Ray", self.cfg.ray.address, exc)
-            local = Config(**{**self.cfg.__dict__})
-            local.ray = type(self.cfg.ray)(address="", num_cpus=self.cfg.ray.num_cpus,
-                                           object_store_mb=self.cfg.ray.object_store_mb)
-            return make_runner(local)
+            ray.shutdown()  # a half-made connection would keep the next attempt from starting its own
+            raise
+        self.ray_address = address
+        return RayRunner(pool_sizes(self.cfg.pipeline.analyze_actors, self.cfg.pipeline.split_actors),
+                         max_in_flight=self.cfg.pipeline.max_in_flight, watch=watch)
 
     def _start_pinger(self) -> WatchdogPinger | None:
         interval = watchdog_interval_s()
@@ -185,6 +204,7 @@ class Daemon:
         last_prune = time.monotonic()
         while not self.stopping.is_set():
             self.heartbeat.beat()
+            self._watch_ray()
             self._drain_requests()
             if self.reload_requested.is_set():
                 self.reload_requested.clear()
@@ -259,8 +279,14 @@ class Daemon:
         self.heartbeat.beat()
         if self.stopping.is_set():
             raise _Stopping()
-        # A flood is imported in many batches: keep the workers fed in between.
-        self.engine.step(0)  # type: ignore[union-attr]
+        # A flood is imported in many batches: keep the workers fed in between. A lost Ray is
+        # replaced here too, or the rest of this import would wait for the next rescan.
+        try:
+            self.engine.step(0)  # type: ignore[union-attr]
+        except Exception as exc:  # noqa: BLE001 - Ray failures are recovered, others re-raised
+            if not _is_ray_failure(exc):
+                raise
+            self._recover_ray(exc)
         if time.monotonic() - self._last_import_status > 2.0:
             self._last_import_status = time.monotonic()
             self.notifier.status(f"importing: {summary.seen:,} seen, {summary.imported:,} new")
@@ -340,6 +366,8 @@ class Daemon:
         if self.devices is not None:
             self.devices.reload(cfg)
         self.engine.rewind()  # type: ignore[union-attr]
+        if cfg.ray.address != self.ray_address:
+            self._switch_ray()
         log.info("configuration reloaded")
         self.notifier.ready()
 
@@ -453,32 +481,96 @@ class Daemon:
         self.engine.rewind()  # type: ignore[union-attr]
         self.jobs.append(ImportJob(self._existing_folders(self.cfg), catch_up=True))
 
-    def _recover_ray(self, exc: Exception) -> None:
-        """The Ray cluster went away: reconnect, or fall back to a local Ray; the queue is in SQLite."""
-        from .pool import RayRunner, pool_sizes, start_ray
+    def _watch_ray(self) -> None:
+        """Notice a Ray that went away even while idle or paused, before Ray's own timeout ends us."""
+        from .pool import ClusterLost
 
-        log.warning("lost the Ray workers (%s: %s); restarting them", type(exc).__name__, exc)
+        try:
+            self.engine.runner.check()  # type: ignore[union-attr]
+        except ClusterLost as exc:
+            self._recover_ray(exc)
+
+    def _recover_ray(self, exc: Exception) -> None:
+        """The Ray under the workers went away: join the configured one again, else a local Ray.
+
+        Nothing is lost and no file is blamed: the batches that were in flight went down with
+        their workers, so the engine forgets them and the SQLite queue hands their files out again.
+        """
+        assert self.engine is not None
+        lost = f"the Ray cluster at {self.ray_address}" if self.ray_address else "the local Ray"
+        in_flight = self.engine.runner.pending()
+        log.error("lost %s (%s: %s) with %d batch(es) in flight; starting new workers, the batches will be redone",
+                  lost, type(exc).__name__, exc, in_flight)
+        self._restart_ray()
+        now = f"rejoined the cluster at {self.ray_address}" if self.ray_address else "running on a local Ray"
+        text = (f"{time.strftime('%Y-%m-%d %H:%M:%S')}: lost {lost} ({exc}); {now}, and the {in_flight} "
+                "batch(es) that were in flight are redone, nothing is lost.")
+        if self.cfg.ray.address and not self.ray_address:
+            text += f" {REJOIN_HINT}"
+        self._message(text)
+
+    def _switch_ray(self) -> None:
+        """On reload: move to the Ray the config names (a cluster back after a fallback, a new address).
+
+        An unreachable cluster is found by a quick probe first, so the working Ray is kept then.
+        """
+        from .pool import probe
+
+        address = self.cfg.ray.address
+        if address and address != "auto":
+            try:
+                probe(address)
+            except ConnectionError as exc:
+                self._message(f"{time.strftime('%Y-%m-%d %H:%M:%S')}: Ray cluster at {address} is still "
+                              f"unreachable ({exc}); staying on the local Ray.")
+                log.error("Ray cluster at %s is still unreachable (%s); staying on the local Ray", address, exc)
+                return
+        log.info("moving the workers to %s", f"the Ray cluster at {address}" if address else "a local Ray")
+        self._restart_ray()
+        self._message(f"{time.strftime('%Y-%m-%d %H:%M:%S')}: " + (
+            f"joined the Ray cluster at {address}." if self.ray_address == address and address
+            else "running on a local Ray."))
+
+    def _restart_ray(self) -> None:
+        """Drop the workers and this process's Ray; join the configured one, else start a local one."""
         import ray
 
-        try:
-            self.engine.runner.shutdown()  # type: ignore[union-attr]
-        except Exception:  # noqa: BLE001 - the old runner may be half dead
-            log.debug("old runner did not shut down cleanly", exc_info=True)
-        ray.shutdown()
-        address = self.cfg.ray.address
-        try:
-            start_ray(address, self.cfg.ray.num_cpus, self.cfg.ray.object_store_mb)
-        except Exception as again:  # noqa: BLE001
-            if not address:
-                raise
-            self._message(f"Ray cluster at {address} is unreachable ({again}); running on a local Ray. "
-                          "Check the cluster, then `midictl config set ray.address ...` or restart midid.")
-            log.error("Ray cluster at %s is unreachable; falling back to a local Ray", address)
+        assert self.engine is not None
+        with self._busy_on_purpose(RAY_RESTART_LIMIT_S):
+            try:
+                self.engine.runner.shutdown()
+            except Exception:  # noqa: BLE001 - the old runner may be half dead
+                log.debug("old runner did not shut down cleanly", exc_info=True)
             ray.shutdown()
-            start_ray("", self.cfg.ray.num_cpus, self.cfg.ray.object_store_mb)
-        runner = RayRunner(pool_sizes(self.cfg.pipeline.analyze_actors, self.cfg.pipeline.split_actors),
-                           max_in_flight=self.cfg.pipeline.max_in_flight)
-        self.engine.replace_runner(runner)  # type: ignore[union-attr]
+            address = self.cfg.ray.address
+            try:
+                runner = self._ray_runner(address)
+            except Exception as exc:  # noqa: BLE001 - any failure to join means: run locally
+                if not address:
+                    raise
+                log.error("cannot join the Ray cluster at %s (%s); using a local Ray", address, exc)
+                runner = self._ray_runner("")
+        self._install_signal_handlers()
+        self.engine.replace_runner(runner)
+
+    @contextmanager
+    def _busy_on_purpose(self, limit_s: float) -> Iterator[None]:
+        """Beat the heartbeat through a slow step known to end, so the watchdog does not restart
+        a daemon that is working; past `limit_s` the beats stop and the watchdog decides again."""
+        done = threading.Event()
+        until = time.monotonic() + limit_s
+
+        def beat() -> None:
+            while not done.wait(1.0) and time.monotonic() < until:
+                self.heartbeat.beat()
+
+        beater = threading.Thread(target=beat, name="midid-busy", daemon=True)
+        beater.start()
+        try:
+            yield
+        finally:
+            done.set()
+            beater.join()
 
     def _retry_failed(self) -> None:
         assert self.lib is not None and self.engine is not None

@@ -35,6 +35,7 @@ class Runner(Protocol):
     def submit(self, kind: str, tasks: Sequence[Any]) -> None: ...
     def pending(self) -> int: ...
     def wait(self, timeout_s: float) -> list[Done]: ...
+    def check(self) -> None: ...
     def shutdown(self) -> None: ...
 
 
@@ -276,6 +277,6 @@ def make_runner(cfg: Config, expected_files: int | None = None) -> Runner:
 
     if expected_files is not None and expected_files < cfg.pipeline.local_below and not cfg.ray.address:
         return LocalRunner()
-    start_ray(cfg.ray.address, cfg.ray.num_cpus, cfg.ray.object_store_mb)
+    watch = start_ray(cfg.ray.address, cfg.ray.num_cpus, cfg.ray.object_store_mb)
     return RayRunner(pool_sizes(cfg.pipeline.analyze_actors, cfg.pipeline.split_actors),
-                     max_in_flight=cfg.pipeline.max_in_flight)
+                     max_in_flight=cfg.pipeline.max_in_flight, watch=watch)

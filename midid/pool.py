@@ -10,6 +10,12 @@ dies (a native crash or the OOM killer on a hostile file, or a hung batch we kil
 suspect; suspects run one at a time with the pool otherwise idle, so a suspect that kills its
 worker alone is guilty and is bisected until the one poisoned task is isolated and reported as
 failed. Innocent batches just finish on their second run. Ray restarts the actor.
+
+A head that goes away looks, from here, exactly like that crash: every batch fails with the
+same `ActorUnavailableError` a hostile file causes. So before blaming the files, the pool asks
+whether the Ray its actors live on still answers (a TCP connect to its GCS, or to the Ray Client
+server); when it does not, the pool is *lost*: its failed batches are dropped, not blamed, and
+`ClusterLost` tells the driver to start new workers, to which the same files go again.
 """
 
 from __future__ import annotations
@@ -27,6 +33,17 @@ from . import tasks as task_fns
 log = logging.getLogger(__name__)
 
 CRASH_ERROR = "the worker analysing this file crashed or hung (the file is probably hostile or broken)"
+
+# Ray ends a driver whose GCS has not answered for `gcs_rpc_server_reconnect_timeout_s` (60 s by
+# default) with a fatal log line, which would take the daemon down with its cluster. The daemon
+# notices a lost GCS itself within `RayRunner.probe_every_s` and shuts its Ray down first, so
+# Ray's timer is only a last resort: it must outlast a main loop stalled for as long as systemd
+# tolerates (WatchdogSec=30), and the decision to fall back stays the daemon's.
+DRIVER_GCS_TIMEOUT_S = 120
+
+
+class ClusterLost(ConnectionError):
+    """The Ray this pool's actors live on stopped answering: they, and the batches on them, are gone."""
 
 
 @dataclass
@@ -69,38 +86,49 @@ class LocalRunner:
         self._done.clear()
         return done
 
+    def check(self) -> None:
+        """In-process work has no cluster to lose."""
+
     def shutdown(self) -> None:
         self._done.clear()
 
 
-def start_ray(address: str, num_cpus: int, object_store_mb: int) -> None:
-    """Join a cluster or start a quiet local Ray sized for a small machine."""
+def start_ray(address: str, num_cpus: int, object_store_mb: int) -> str:
+    """Join a cluster or start a quiet local Ray sized for a small machine.
+
+    Returns the address to watch for the Ray's death (`RayRunner(watch=...)`): the GCS, or for
+    a `ray://` address the Ray Client server, which is all a client can reach.
+    """
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    # Read by Ray's C++ core when the driver connects; an operator's own value wins.
+    os.environ.setdefault("RAY_gcs_rpc_server_reconnect_timeout_s", str(DRIVER_GCS_TIMEOUT_S))
     if address and (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
                     or os.path.exists(os.path.expanduser("~/.ray/auth_token"))):
         # `ray start` enables token authentication; a driver sends the token only in token
         # mode, which Ray reads when it is imported.
         os.environ.setdefault("RAY_AUTH_MODE", "token")
     if address and address != "auto":
-        _probe(address)
+        probe(address)
     import ray
 
-    if ray.is_initialized():
-        return
-    common: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False,
-                              "configure_logging": False}
-    if address:
-        log.info("joining Ray cluster at %s", address)
-        ray.init(address=address, **common)
-        return
-    # address="local": always our own Ray, never a cluster that happens to run on this machine.
-    ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
-             object_store_memory=object_store_mb * 1024 * 1024, **common)
-    log.info("started a local Ray with %s CPUs", num_cpus or os.cpu_count())
+    if not ray.is_initialized():
+        common: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False,
+                                  "configure_logging": False}
+        if address:
+            log.info("joining Ray cluster at %s", address)
+            ray.init(address=address, **common)
+        else:
+            # address="local": always our own Ray, never a cluster that happens to run on this machine.
+            ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
+                     object_store_memory=object_store_mb * 1024 * 1024, **common)
+            log.info("started a local Ray with %s CPUs", num_cpus or os.cpu_count())
+    if address.startswith("ray://"):
+        return address
+    return ray.get_runtime_context().gcs_address
 
 
-def _probe(address: str, timeout_s: float = 5.0) -> None:
+def probe(address: str, timeout_s: float = 5.0) -> None:
     """Fail fast when nothing listens at a cluster address (ray.init would retry for minutes)."""
     host, _, port = address.removeprefix("ray://").rpartition(":")
     try:
@@ -111,15 +139,24 @@ def _probe(address: str, timeout_s: float = 5.0) -> None:
 
 
 class RayRunner:
-    """Actor pools per stage, with bounded in-flight batches, crash isolation and hang kills."""
+    """Actor pools per stage, with bounded in-flight batches, crash isolation and hang kills.
+
+    Once the Ray under the pools is lost, `capacity`, `wait` and `check` raise `ClusterLost`;
+    the batches still in flight are then the caller's to hand out again.
+    """
 
     name = "ray"
+    probe_every_s = 2.0
+    probe_timeout_s = 2.0
 
     def __init__(self, sizes: dict[str, int], *, max_in_flight: int = 2, batch_timeout_s: float = 120.0,
-                 worker: type | None = None) -> None:
+                 worker: type | None = None, watch: str | None = None) -> None:
         import ray
 
         self._ray = ray
+        self.watch = watch or ray.get_runtime_context().gcs_address
+        self.lost: str | None = None
+        self._probed = time.monotonic()
         # Actor counts come from the config, so Ray need not ration CPUs among them; SPREAD places
         # them across the nodes of a cluster.
         worker_cls = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0,
@@ -133,6 +170,7 @@ class RayRunner:
         self._suspects: list[Batch] = []
 
     def capacity(self, kind: str) -> int:
+        self.check()
         if any(b.kind == kind for b in self._suspects) or any(
                 b.kind == kind and b.attempt for b in self.in_flight.values()):
             return 0
@@ -154,8 +192,10 @@ class RayRunner:
         return len(self.in_flight) + len(self._suspects)
 
     def wait(self, timeout_s: float) -> list[Done]:
-        """Collect finished batches; crashed ones come back as suspects or isolated failures."""
+        """Collect finished batches; crashed ones come back as suspects or isolated failures, or,
+        when their Ray is gone, are dropped for the caller to hand out again."""
         ray = self._ray
+        self.check()
         self._send_suspects()
         if not self.in_flight:
             return []
@@ -166,6 +206,7 @@ class RayRunner:
                 more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
                 ready += more
         out: list[Done] = []
+        failed: list[tuple[Batch, BaseException]] = []
         now = time.monotonic()
         for ref in ready:
             batch = self.in_flight.pop(ref)
@@ -178,9 +219,36 @@ class RayRunner:
                 out.append(Done(batch.kind, batch.tasks, ray.get(ref)))
             except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError,
                     ray.exceptions.TaskCancelledError, ray.exceptions.ObjectLostError) as exc:
-                out += self._crashed(batch, exc)
+                failed.append((batch, exc))
+        if failed:
+            self._probe_cluster()  # a dead head fails every batch just as a hostile file does
+        if self.lost is not None:
+            log.warning("%d batch(es) failed because their Ray is gone (%s); they will be redone",
+                        len(failed), type(failed[0][1]).__name__)
+            return out
+        for batch, exc in failed:
+            out += self._crashed(batch, exc)
         self._kill_hung()
         return out
+
+    def check(self) -> None:
+        """Raise `ClusterLost` once the Ray under these pools stops answering.
+
+        Probes at most every `probe_every_s`, so the daemon calls it every time round its loop,
+        busy or idle: Ray itself tells a driver nothing about a dead GCS until its reconnect
+        timeout ends the whole process.
+        """
+        if self.lost is None and time.monotonic() - self._probed >= self.probe_every_s:
+            self._probe_cluster()
+        if self.lost is not None:
+            raise ClusterLost(self.lost)
+
+    def _probe_cluster(self) -> None:
+        self._probed = time.monotonic()
+        try:
+            probe(self.watch, self.probe_timeout_s)
+        except ConnectionError as exc:
+            self.lost = str(exc)
 
     def _send_suspects(self) -> None:
         """A suspect runs alone in its pool, so a crash can only be its own doing."""
@@ -213,9 +281,11 @@ class RayRunner:
                 batch.submitted = now
 
     def shutdown(self) -> None:
-        for pool in self.pools.values():
-            for actor in pool:
-                self._ray.kill(actor)
+        # The actors of a lost Ray died with it, and asking its GCS to kill them would only wait.
+        if self.lost is None:
+            for pool in self.pools.values():
+                for actor in pool:
+                    self._ray.kill(actor)
         self.pools.clear()
         self.in_flight.clear()
 

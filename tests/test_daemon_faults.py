@@ -1,10 +1,17 @@
-"""The daemon under failure: an unreachable Ray cluster, a library disk that fills up."""
+"""The daemon under failure: a Ray cluster unreachable or lost mid-run, a library disk that fills up."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
 import socket
 import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -35,6 +42,125 @@ def test_unreachable_cluster_falls_back_to_a_local_ray(tmp_path: Path, sample_mi
         assert any("unreachable" in m and "local Ray" in m for m in s["daemon_messages"])
     finally:
         assert d.stop() == 0
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _start_head(temp_dir: Path, port: int) -> subprocess.Popen:
+    """A real one-node cluster, as `ray start --head` makes it, with its own port and temp dir."""
+    ray_bin = Path(sys.executable).with_name("ray")
+    head = subprocess.Popen(
+        [str(ray_bin), "start", "--head", "--block", f"--port={port}", "--num-cpus=1", f"--temp-dir={temp_dir}",
+         "--include-dashboard=false", "--disable-usage-stats", "--node-ip-address=127.0.0.1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    wait_until(lambda: _listening(port) or head.poll() is not None, 60, "the head's GCS port")
+    assert head.poll() is None, "ray start --head failed"
+    time.sleep(3)  # the head's raylet registers a moment after its GCS port opens
+    return head
+
+
+def _head_processes(temp_dir: Path) -> set[int]:
+    """This head's processes: those naming its temp dir, and their children (workers rename
+    themselves `ray::...`). Other Rays on the machine (the soak's, a test session's) are not touched."""
+    mine: set[int] = set()
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if str(temp_dir) in cmdline:
+            mine.add(int(entry.name))
+    children = {pid for pid, parent in parents.items() if parent in mine}
+    return (mine | children) - {os.getpid()}
+
+
+def _kill(pids: set[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _analysis_rows(tmp_path: Path) -> tuple[int, int, int]:
+    """(library files, analysis rows, analysis rows for a file that has another)."""
+    with sqlite3.connect(tmp_path / "midid.sqlite3") as conn:
+        return (conn.execute("SELECT count(*) FROM files").fetchone()[0],
+                conn.execute("SELECT count(*) FROM analysis").fetchone()[0],
+                conn.execute("SELECT count(*) - count(DISTINCT file_id) FROM analysis").fetchone()[0])
+
+
+@pytest.mark.slow
+def test_a_ray_head_lost_mid_run_falls_back_to_a_local_ray_and_loses_nothing(
+        tmp_path: Path, sample_midi, monkeypatch: pytest.MonkeyPatch) -> None:
+    port = _closed_port()
+    # Not under tmp_path: Ray's socket paths below it must fit in AF_UNIX's 107 bytes.
+    temp_dir = Path(tempfile.mkdtemp(prefix="midid-head-"))
+    head = _start_head(temp_dir, port)
+    d: Daemon | None = None
+    try:
+        src = tmp_path / "src"
+        src.mkdir()
+        config = write_config(tmp_path, f'[sources]\nfolders = ["{src}"]\n[watch]\nsettle_s = 0.5\n'
+                                        f'[ray]\naddress = "127.0.0.1:{port}"\nnum_cpus = 2\nobject_store_mb = 100\n'
+                                        "[pipeline]\nanalyze_actors = 1\nbatch_size = 8\n[export]\nenabled = false\n")
+        # Ray's own timer for a silent GCS, shortened for the daemon alone (not the heads): had
+        # the daemon not shut that Ray down itself, this would end it 15 s after the head is gone.
+        monkeypatch.setenv("RAY_gcs_rpc_server_reconnect_timeout_s", "15")
+        d = Daemon(tmp_path, config)
+        monkeypatch.delenv("RAY_gcs_rpc_server_reconnect_timeout_s")
+        d.ready()
+        base = sample_midi[0].read_bytes()
+        n = 400
+        for i in range(n):
+            (src / f"drop_{i:03d}.mid").write_bytes(base + i.to_bytes(2, "big"))
+        wait_until(lambda: sum(files_in_db(tmp_path).values()) >= 16, 60, "analysis under way on the cluster")
+        on_head = _head_processes(temp_dir)
+        assert any(Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::_Worker") for pid in on_head)
+        _kill(on_head)
+        killed_at = time.monotonic()
+        before = sum(files_in_db(tmp_path).values())
+        assert before < n, "the kill must come while files are still being analysed"
+        wait_until(lambda: sum(files_in_db(tmp_path).values()) == n, 90, "every dropped file analysed")
+        lost = [m for m in status(config)["daemon_messages"] if f"lost the Ray cluster at 127.0.0.1:{port}" in m]
+        assert lost and "running on a local Ray" in lost[0] and "nothing is lost" in lost[0]
+        assert "systemctl reload midid" in lost[0]
+        assert "lost the Ray cluster" in (tmp_path / "daemon.log").read_text()
+        files, analysed, duplicated = _analysis_rows(tmp_path)
+        assert len(files_in_db(tmp_path)) == n and analysed == files and duplicated == 0
+        with sqlite3.connect(tmp_path / "midid.sqlite3") as conn:
+            assert conn.execute("SELECT count(*) FROM files WHERE error IS NOT NULL").fetchone()[0] == 0
+
+        # A reload while the cluster is still down keeps the local Ray; once it is back, joins it.
+        d.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: any("still unreachable" in m for m in status(config)["daemon_messages"]), 30,
+                   "the reload to try the cluster")
+        head.wait(30)
+        head = _start_head(temp_dir, port)
+        wait_until(lambda: time.monotonic() - killed_at > 20, 30, "Ray's own timeout to pass")
+        assert d.proc.poll() is None, "the daemon stays up"
+        d.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: any(f"joined the Ray cluster at 127.0.0.1:{port}" in m
+                               for m in status(config)["daemon_messages"]), 60, "the cluster to be joined again")
+        (src / "after.mid").write_bytes(sample_midi[1].read_bytes())
+        wait_until(lambda: files_in_db(tmp_path).get("after.mid") == 1, 60, "a new file analysed on the cluster")
+        assert any(Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::_Worker")
+                   for pid in _head_processes(temp_dir))
+        assert d.stop() == 0
+    finally:
+        if d is not None and d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait()
+        _kill(_head_processes(temp_dir))
+        head.wait(30)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def test_full_library_disk_blocks_with_a_clear_error_and_resumes_when_freed(tmp_path: Path, sample_midi) -> None:
