@@ -271,12 +271,21 @@ def _json_list(text: Any) -> list[str]:
     return [str(v) for v in value] if isinstance(value, list) else []
 
 
-def make_runner(cfg: Config, expected_files: int | None = None) -> Runner:
-    """In-process for small one-shot jobs (no Ray start-up), Ray actor pools otherwise."""
-    from .pool import LocalRunner, RayRunner, pool_sizes, start_ray
+def runs_on_ray(cfg: Config, expected_files: int | None = None) -> bool:
+    """Ray actor pools, or in-process for small one-shot jobs (which Ray's start-up would dominate)."""
+    return expected_files is None or expected_files >= cfg.pipeline.local_below or bool(cfg.ray.address)
 
-    if expected_files is not None and expected_files < cfg.pipeline.local_below and not cfg.ray.address:
-        return LocalRunner()
-    watch = start_ray(cfg.ray.address, cfg.ray.num_cpus, cfg.ray.object_store_mb)
+
+def ray_runner(cfg: Config, address: str) -> Runner:
+    """Join the Ray at `address` ("" starts a local one) and put the actor pools on it."""
+    from .pool import RayRunner, pool_sizes, start_ray
+
+    try:
+        watch = start_ray(address, cfg.ray.num_cpus, cfg.ray.object_store_mb)
+    except Exception:
+        import ray
+
+        ray.shutdown()  # a half-made connection would keep the next attempt from starting its own
+        raise
     return RayRunner(pool_sizes(cfg.pipeline.analyze_actors, cfg.pipeline.split_actors),
                      max_in_flight=cfg.pipeline.max_in_flight, watch=watch)

@@ -11,17 +11,19 @@ import errno
 import fcntl
 import logging
 import os
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from .config import Config
 from .db import Library
-from .engine import Engine, StageTotals, make_runner
+from .engine import Engine, Runner, StageTotals, ray_runner, runs_on_ray
 from .importer import Importer, ImportSummary, LibraryWriteError
+from .pool import Done, LocalRunner
 
 log = logging.getLogger(__name__)
 
@@ -86,15 +88,19 @@ def run_import(cfg: Config, paths: list[str], *, show_progress: bool = False) ->
 
 def _run(cfg: Config, lib: Library, paths: list[str], show_progress: bool) -> dict[str, Any]:
     started = time.monotonic()
-    # The runner is chosen before the import so that Ray's start-up (actor processes booting,
-    # numba kernels loading) overlaps the import, and the engine is stepped after every import
-    # batch, as the daemon does: split and analyze run while later batches are still imported.
+    # The runner is chosen before the import, and the engine is stepped after every import batch
+    # as in the daemon: split and analyze run while later batches are still being imported. Ray's
+    # start-up (seconds) runs in this thread while the import runs in another, and the actor
+    # pools join the engine from the first import batch after Ray is up.
     queued = lib.stage_counts(cfg.rename.enabled)
     leftover = queued["analyze"]["queued"] + queued["split"]["queued"]
     expected = leftover + estimate_inputs(paths, cfg.pipeline.local_below)
-    runner = make_runner(cfg, expected_files=expected)
-    log.info("running split and analyze on %s (about %d file(s) expected)", runner.name, expected)
-    engine = Engine(cfg, lib, runner)
+    use_ray = runs_on_ray(cfg, expected)
+    log.info("running split and analyze on %s (about %d file(s) expected)",
+             "Ray actor pools" if use_ray else "this process", expected)
+    engine = Engine(cfg, lib, _RayStarting() if use_ray else LocalRunner())
+    ready: list[Runner] = []  # the Ray runner, handed from this thread to the importing one
+    cancelled = threading.Event()
     with _progress(show_progress) as bar:
         task = bar.add_task("import", total=None) if bar else None
         stage_task = bar.add_task("analyze", total=None) if bar else None
@@ -105,28 +111,124 @@ def _run(cfg: Config, lib: Library, paths: list[str], show_progress: bool) -> di
                            description=f"analyze {t.analysed:,} done, {t.split_parts:,} parts, {t.analysis_errors:,} err")
 
         def on_import(s: ImportSummary) -> None:
-            engine.step(0)
+            if cancelled.is_set():
+                raise ImportJobError("cancelled")
+            if ready and engine.runner is not ready[0]:
+                engine.replace_runner(ready[0])
+            _step(cfg, engine, 0)
             if bar is not None and task is not None:
                 bar.update(task, completed=s.seen,
                            description=f"import  {s.imported:,} new, {s.duplicates:,} dup, {s.errors:,} err")
             on_stage(engine.totals)
 
         try:
-            summary = Importer(cfg, lib).run(paths, progress=on_import)
+            if use_ray:
+                summary = _import_while_ray_starts(cfg, lib, paths, on_import, ready, cancelled)
+                if engine.runner is not ready[0]:
+                    engine.replace_runner(ready[0])
+            else:
+                summary = Importer(cfg, lib).run(paths, progress=on_import)
             if bar is not None and stage_task is not None:
                 counts = lib.stage_counts(cfg.rename.enabled)
                 remaining = counts["analyze"]["queued"] + counts["split"]["queued"]
                 done = engine.totals.analysed + engine.totals.analysis_errors
                 bar.update(stage_task, total=done + remaining)
-            totals = engine.run(progress=on_stage)
+            while _step(cfg, engine, 0.2):
+                on_stage(engine.totals)
         finally:
-            runner.shutdown()
+            engine.runner.shutdown()
+    totals = engine.totals
     out = summary.to_dict()
     out.update(split_parts=totals.split_parts, analysed=totals.analysed,
                analysis_errors=totals.analysis_errors, elapsed_s=round(time.monotonic() - started, 3))
     if cfg.rename.enabled:
         out["renamed"] = totals.renamed
     return out
+
+
+def _import_while_ray_starts(cfg: Config, lib: Library, paths: list[str],
+                             on_import: Callable[[ImportSummary], None], ready: list[Runner],
+                             cancelled: threading.Event) -> ImportSummary:
+    """Import in a second thread while this one starts Ray (which wants the main thread).
+
+    Only one thread uses the library at a time: the importing one until it ends (the engine
+    too, stepped from `on_import`), then this one. An import cut short by Ctrl-C or an error
+    here stops at its next batch boundary, where everything before it is durable.
+    """
+    result: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            result["summary"] = Importer(cfg, lib).run(paths, progress=on_import)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
+            result["error"] = exc
+
+    importer = threading.Thread(target=work, name="midid-import", daemon=True)
+    importer.start()
+    try:
+        ready.append(_start_ray_runner(cfg))
+    except BaseException:
+        cancelled.set()
+        raise
+    finally:
+        importer.join()
+    if "error" in result:
+        raise result["error"]
+    return result["summary"]
+
+
+def _start_ray_runner(cfg: Config) -> Runner:
+    address = cfg.ray.address
+    try:
+        return ray_runner(cfg, address)
+    except Exception as exc:
+        if not address:
+            raise
+        log.error("cannot join the Ray cluster at %s (%s); running on a local Ray. Check the cluster "
+                  "or `midictl config set ray.address ...`", address, exc)
+        return ray_runner(cfg, "")
+
+
+def _step(cfg: Config, engine: Engine, wait_s: float) -> bool:
+    """One engine step; a Ray that goes away mid-job is replaced by a local one (nothing is lost:
+    the batches that were on it are handed out again from the queue)."""
+    from .pool import ClusterLost
+
+    try:
+        return engine.step(wait_s)
+    except ClusterLost as exc:
+        import ray
+
+        log.error("lost the Ray cluster (%s) with %d batch(es) in flight; continuing on a local Ray, "
+                  "the batches will be redone", exc, engine.runner.pending())
+        engine.runner.shutdown()
+        ray.shutdown()
+        engine.replace_runner(ray_runner(cfg, ""))
+        return True
+
+
+class _RayStarting:
+    """Stands in for the Ray runner while Ray starts: it takes no work, so the import goes on."""
+
+    name = "ray (starting)"
+
+    def capacity(self, kind: str) -> int:
+        return 0
+
+    def submit(self, kind: str, tasks: Sequence[Any]) -> None:
+        raise RuntimeError("Ray is still starting: no capacity")
+
+    def pending(self) -> int:
+        return 0
+
+    def wait(self, timeout_s: float) -> list[Done]:
+        return []
+
+    def check(self) -> None:
+        """Nothing to lose yet."""
+
+    def shutdown(self) -> None:
+        """Nothing started yet."""
 
 
 def estimate_inputs(paths: list[str], limit: int) -> int:

@@ -196,3 +196,61 @@ def test_full_library_disk_blocks_with_a_clear_error_and_resumes_when_freed(tmp_
             assert paths <= on_disk
         finally:
             assert d.stop() == 0
+
+
+def _import_cmd(config: Path, src: Path) -> list[str]:
+    return [sys.executable, "-m", "midid.ctl", "--config", str(config), "import", "--local", "--json", str(src)]
+
+
+def _one_shot_sources(src: Path, sample_midi, n: int) -> None:
+    src.mkdir()
+    base = sample_midi[0].read_bytes()
+    for i in range(n):
+        (src / f"f{i:04d}.mid").write_bytes(base + i.to_bytes(2, "big"))
+
+
+@pytest.mark.slow
+def test_one_shot_import_with_an_unreachable_cluster_runs_on_a_local_ray(tmp_path: Path, sample_midi) -> None:
+    _one_shot_sources(tmp_path / "src", sample_midi, 50)
+    config = write_config(tmp_path, f'[ray]\naddress = "127.0.0.1:{_closed_port()}"\nnum_cpus = 2\nobject_store_mb = 100\n')
+    done = subprocess.run(_import_cmd(config, tmp_path / "src"), capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["imported"] == 50 and summary["analysed"] == 50 and summary["analysis_errors"] == 0
+    assert "cannot join the Ray cluster" in done.stderr and "local Ray" in done.stderr
+
+
+@pytest.mark.slow
+def test_one_shot_import_whose_ray_head_dies_finishes_on_a_local_ray(tmp_path: Path, sample_midi) -> None:
+    port = _closed_port()
+    temp_dir = Path(tempfile.mkdtemp(prefix="midid-head-"))
+    head = _start_head(temp_dir, port)
+    try:
+        n = 1200
+        _one_shot_sources(tmp_path / "src", sample_midi, n)
+        config = write_config(tmp_path, f'[ray]\naddress = "127.0.0.1:{port}"\nnum_cpus = 2\nobject_store_mb = 100\n'
+                                        "[pipeline]\nanalyze_actors = 1\nbatch_size = 8\n")
+        env = dict(os.environ, RAY_gcs_rpc_server_reconnect_timeout_s="15")  # Ray's own exit, were midid slow
+        proc = subprocess.Popen(_import_cmd(config, tmp_path / "src"), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=env)
+
+        def analysed() -> int:
+            try:
+                return _analysis_rows(tmp_path)[1]
+            except sqlite3.OperationalError:
+                return 0
+
+        wait_until(lambda: analysed() >= 16 or proc.poll() is not None, 120, "analysis under way on the cluster")
+        assert proc.poll() is None and analysed() < n, "the kill must come while files are being analysed"
+        _kill(_head_processes(temp_dir))
+        out, err = proc.communicate(timeout=240)
+        assert proc.returncode == 0, err[-3000:]
+        summary = json.loads(out.strip().splitlines()[-1])
+        assert summary["imported"] == n and summary["analysis_errors"] == 0
+        assert "lost the Ray cluster" in err and "local Ray" in err
+        files, rows, duplicated = _analysis_rows(tmp_path)
+        assert files == n and rows == n and duplicated == 0
+    finally:
+        _kill(_head_processes(temp_dir))
+        head.wait(30)
+        shutil.rmtree(temp_dir, ignore_errors=True)
