@@ -99,7 +99,7 @@ def _run(cfg: Config, lib: Library, paths: list[str], show_progress: bool) -> di
     log.info("running split and analyze on %s (about %d file(s) expected)",
              "Ray actor pools" if use_ray else "this process", expected)
     engine = Engine(cfg, lib, _RayStarting() if use_ray else LocalRunner())
-    ready: list[Runner] = []  # the Ray runner, handed from this thread to the importing one
+    ready: list[Runner] = []  # the Ray runner, handed from this thread to whichever steps the engine
     cancelled = threading.Event()
     with _progress(show_progress) as bar:
         task = bar.add_task("import", total=None) if bar else None
@@ -113,8 +113,8 @@ def _run(cfg: Config, lib: Library, paths: list[str], show_progress: bool) -> di
         def on_import(s: ImportSummary) -> None:
             if cancelled.is_set():
                 raise ImportJobError("cancelled")
-            if ready and engine.runner is not ready[0]:
-                engine.replace_runner(ready[0])
+            if ready:  # handed over once, so a local Ray that replaced a lost cluster stays
+                engine.replace_runner(ready.pop())
             _step(cfg, engine, 0)
             if bar is not None and task is not None:
                 bar.update(task, completed=s.seen,
@@ -124,8 +124,10 @@ def _run(cfg: Config, lib: Library, paths: list[str], show_progress: bool) -> di
         try:
             if use_ray:
                 summary = _import_while_ray_starts(cfg, lib, paths, on_import, ready, cancelled)
-                if engine.runner is not ready[0]:
-                    engine.replace_runner(ready[0])
+                if ready:
+                    engine.replace_runner(ready.pop())
+                elif isinstance(engine.runner, _RayStarting):  # parked: its cluster was lost meanwhile
+                    _restart_locally(cfg, engine)
             else:
                 summary = Importer(cfg, lib).run(paths, progress=on_import)
             if bar is not None and stage_task is not None:
@@ -191,20 +193,31 @@ def _start_ray_runner(cfg: Config) -> Runner:
 
 def _step(cfg: Config, engine: Engine, wait_s: float) -> bool:
     """One engine step; a Ray that goes away mid-job is replaced by a local one (nothing is lost:
-    the batches that were on it are handed out again from the queue)."""
+    the batches that were on it are handed out again from the queue).
+
+    Ray must be started from the main thread, so when the cluster is lost while the importing
+    thread steps the engine, the engine is parked (it takes no work) until the import is done
+    and the main thread starts the local Ray.
+    """
     from .pool import ClusterLost
 
     try:
         return engine.step(wait_s)
     except ClusterLost as exc:
-        import ray
-
         log.error("lost the Ray cluster (%s) with %d batch(es) in flight; continuing on a local Ray, "
                   "the batches will be redone", exc, engine.runner.pending())
         engine.runner.shutdown()
-        ray.shutdown()
-        engine.replace_runner(ray_runner(cfg, ""))
+        engine.replace_runner(_RayStarting())
+        if threading.current_thread() is threading.main_thread():
+            _restart_locally(cfg, engine)
         return True
+
+
+def _restart_locally(cfg: Config, engine: Engine) -> None:
+    import ray
+
+    ray.shutdown()
+    engine.replace_runner(ray_runner(cfg, ""))
 
 
 class _RayStarting:

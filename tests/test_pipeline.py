@@ -10,6 +10,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -22,7 +23,8 @@ from midid.config import load_config
 from midid.db import Library
 from midid.engine import Engine
 from midid.importer import Importer
-from midid.pool import CRASH_ERROR, LocalRunner, RayRunner, _Worker
+from midid import runjob
+from midid.pool import CRASH_ERROR, ClusterLost, LocalRunner, RayRunner, _Worker
 from midid.runjob import estimate_inputs, run_import
 
 POISON = b"MIDID-TEST-POISON"
@@ -255,3 +257,32 @@ def test_the_runner_estimate_counts_files_and_archives_and_stops_at_the_limit(tm
     assert estimate_inputs([str(tmp_path / "a" / "pack.zip"), str(tmp_path / "a" / "b" / "0.mid")], 10_000) == 41
     assert estimate_inputs([str(tmp_path)], 50) == 50
     assert estimate_inputs([str(tmp_path / "missing")], 50) == 1
+
+
+class _LostRunner:
+    """A runner whose cluster is gone (beside the real head-kill tests in test_daemon_faults.py)."""
+
+    name = "lost"
+
+    def capacity(self, kind: str) -> int:
+        raise ClusterLost("no Ray cluster answers at 127.0.0.1:1")
+
+    def pending(self) -> int:
+        return 3
+
+    def shutdown(self) -> None:
+        self.shut = True
+
+
+def test_a_cluster_lost_while_the_import_thread_steps_parks_the_engine_for_the_main_thread(tmp_path: Path) -> None:
+    """Ray may only be started from the main thread: the importing thread parks the engine."""
+    cfg = load_config(write_config(tmp_path))
+    lost = _LostRunner()
+    engine = Engine(cfg, Library(cfg.database_path), lost)
+    result: list[bool] = []
+    worker = threading.Thread(target=lambda: result.append(runjob._step(cfg, engine, 0)))
+    worker.start()
+    worker.join(30)
+    assert result == [True] and lost.shut
+    assert isinstance(engine.runner, runjob._RayStarting)
+    assert engine.runner.capacity("analyze") == 0 and engine.runner.pending() == 0
