@@ -193,25 +193,35 @@ def installed_rule():
         subprocess.run(["udevadm", "control", "--reload"], check=False)
 
 
-def _properties(devnode: str) -> dict[str, str]:
-    subprocess.run(["udevadm", "trigger", "--action=change", "--settle", devnode], check=True)
-    out = subprocess.run(
-        ["udevadm", "info", "--query=property", devnode], capture_output=True, text=True, check=True
-    ).stdout
-    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+def _properties(devnode: str, ready: str = "ID_FS_LABEL") -> dict[str, str]:
+    """udev's properties of the device once ``ready`` is among them (by default: once its file
+    system was probed, which the rule matches on). Right after a burst of plugs and pulls the
+    first change event can be handled before the probe or the reloaded rules apply, so the event
+    is sent again a few times; the last properties are returned either way."""
+    props: dict[str, str] = {}
+    for _ in range(10):
+        subprocess.run(["udevadm", "trigger", "--action=change", "--settle", devnode], check=True)
+        out = subprocess.run(
+            ["udevadm", "info", "--query=property", devnode], capture_output=True, text=True, check=True
+        ).stdout
+        props = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+        if ready in props:
+            break
+        time.sleep(0.5)
+    return props
 
 
 @pytest.mark.root
 def test_udev_rule_tags_mpc_labels_only(tmp_path, installed_rule):
     with loop_drive(tmp_path, "mpc_live", size_mb=8, mount=False) as mpc:
-        props = _properties(mpc.devnode)
-        assert props.get("MIDID_TARGET") == "1"
+        props = _properties(mpc.devnode, ready="MIDID_TARGET")
+        assert props.get("ID_FS_LABEL") == "mpc_live" and props.get("MIDID_TARGET") == "1", props
         assert ":midid:" in props.get("CURRENT_TAGS", "")
         dev = BlockDevice.from_udev(pyudev.Devices.from_device_file(pyudev.Context(), mpc.devnode))
         assert dev.udev_target
     with loop_drive(tmp_path, "BACKUP", size_mb=8, mount=False) as other:
         props = _properties(other.devnode)
-        assert "MIDID_TARGET" not in props
+        assert props.get("ID_FS_LABEL") == "BACKUP" and "MIDID_TARGET" not in props
         assert ":midid:" not in props.get("CURRENT_TAGS", "")  # TAGS is sticky per loop device
 
 
