@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator
 from . import __version__
 from .config import Config, ConfigError, load_config
 from .db import Library
-from .engine import Engine
+from .engine import Engine, ray_runner
 from .importer import Importer, ImportSummary, LibraryWriteError
 from .logsetup import setup_logging
 from .notify import Heartbeat, Notifier, WatchdogPinger, watchdog_interval_s
@@ -144,19 +144,11 @@ class Daemon:
             return self._ray_runner("")
 
     def _ray_runner(self, address: str) -> Any:
-        """Join the Ray at `address` ("" starts a local one) and put the actor pools on it."""
-        from .pool import RayRunner, pool_sizes, start_ray
-
-        try:
-            watch = start_ray(address, self.cfg.ray.num_cpus, self.cfg.ray.object_store_mb)
-        except Exception:
-            import ray
-
-            ray.shutdown()  # a half-made connection would keep the next attempt from starting its own
-            raise
+        """Join the Ray at `address` ("" starts a local one), put the actor pools on it, and
+        remember which Ray the workers are on."""
+        runner = ray_runner(self.cfg, address)
         self.ray_address = address
-        return RayRunner(pool_sizes(self.cfg.pipeline.analyze_actors, self.cfg.pipeline.split_actors),
-                         max_in_flight=self.cfg.pipeline.max_in_flight, watch=watch)
+        return runner
 
     def _start_pinger(self) -> WatchdogPinger | None:
         interval = watchdog_interval_s()
