@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -18,13 +17,8 @@ import pytest
 
 from conftest import write_config
 from loopdev import loop_drive, require_loop
+from rayhead import free_port, head_processes, kill, start_head
 from test_daemon import Daemon, files_in_db, status, wait_until
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
@@ -32,7 +26,7 @@ def test_unreachable_cluster_falls_back_to_a_local_ray(tmp_path: Path, sample_mi
     src = tmp_path / "src"
     src.mkdir()
     config = write_config(tmp_path, f'[sources]\nfolders = ["{src}"]\n[watch]\nsettle_s = 0.5\n'
-                                    f'[ray]\naddress = "127.0.0.1:{_closed_port()}"\n[export]\nenabled = false\n')
+                                    f'[ray]\naddress = "127.0.0.1:{free_port()}"\n[export]\nenabled = false\n')
     d = Daemon(tmp_path, config)
     try:
         d.notify.wait_for("READY=1", timeout=240)
@@ -42,51 +36,6 @@ def test_unreachable_cluster_falls_back_to_a_local_ray(tmp_path: Path, sample_mi
         assert any("unreachable" in m and "local Ray" in m for m in s["daemon_messages"])
     finally:
         assert d.stop() == 0
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _start_head(temp_dir: Path, port: int) -> subprocess.Popen:
-    """A real one-node cluster, as `ray start --head` makes it, with its own port and temp dir."""
-    ray_bin = Path(sys.executable).with_name("ray")
-    head = subprocess.Popen(
-        [str(ray_bin), "start", "--head", "--block", f"--port={port}", "--num-cpus=1", f"--temp-dir={temp_dir}",
-         "--include-dashboard=false", "--disable-usage-stats", "--node-ip-address=127.0.0.1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    wait_until(lambda: _listening(port) or head.poll() is not None, 60, "the head's GCS port")
-    assert head.poll() is None, "ray start --head failed"
-    time.sleep(3)  # the head's raylet registers a moment after its GCS port opens
-    return head
-
-
-def _head_processes(temp_dir: Path) -> set[int]:
-    """This head's processes: those naming its temp dir, and their children (workers rename
-    themselves `ray::...`). Other Rays on the machine (the soak's, a test session's) are not touched."""
-    mine: set[int] = set()
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        if str(temp_dir) in cmdline:
-            mine.add(int(entry.name))
-    children = {pid for pid, parent in parents.items() if parent in mine}
-    return (mine | children) - {os.getpid()}
-
-
-def _kill(pids: set[int]) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def _analysis_rows(tmp_path: Path) -> tuple[int, int, int]:
@@ -100,10 +49,10 @@ def _analysis_rows(tmp_path: Path) -> tuple[int, int, int]:
 @pytest.mark.slow
 def test_a_ray_head_lost_mid_run_falls_back_to_a_local_ray_and_loses_nothing(
         tmp_path: Path, sample_midi, monkeypatch: pytest.MonkeyPatch) -> None:
-    port = _closed_port()
+    port = free_port()
     # Not under tmp_path: Ray's socket paths below it must fit in AF_UNIX's 107 bytes.
     temp_dir = Path(tempfile.mkdtemp(prefix="midid-head-"))
-    head = _start_head(temp_dir, port)
+    head = start_head(temp_dir, port)
     d: Daemon | None = None
     try:
         src = tmp_path / "src"
@@ -122,9 +71,9 @@ def test_a_ray_head_lost_mid_run_falls_back_to_a_local_ray_and_loses_nothing(
         for i in range(n):
             (src / f"drop_{i:03d}.mid").write_bytes(base + i.to_bytes(2, "big"))
         wait_until(lambda: sum(files_in_db(tmp_path).values()) >= 16, 60, "analysis under way on the cluster")
-        on_head = _head_processes(temp_dir)
+        on_head = head_processes(temp_dir)
         assert any(Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::_Worker") for pid in on_head)
-        _kill(on_head)
+        kill(on_head)
         killed_at = time.monotonic()
         before = sum(files_in_db(tmp_path).values())
         assert before < n, "the kill must come while files are still being analysed"
@@ -143,7 +92,7 @@ def test_a_ray_head_lost_mid_run_falls_back_to_a_local_ray_and_loses_nothing(
         wait_until(lambda: any("still unreachable" in m for m in status(config)["daemon_messages"]), 30,
                    "the reload to try the cluster")
         head.wait(30)
-        head = _start_head(temp_dir, port)
+        head = start_head(temp_dir, port)
         wait_until(lambda: time.monotonic() - killed_at > 20, 30, "Ray's own timeout to pass")
         assert d.proc.poll() is None, "the daemon stays up"
         d.proc.send_signal(signal.SIGHUP)
@@ -152,13 +101,13 @@ def test_a_ray_head_lost_mid_run_falls_back_to_a_local_ray_and_loses_nothing(
         (src / "after.mid").write_bytes(sample_midi[1].read_bytes())
         wait_until(lambda: files_in_db(tmp_path).get("after.mid") == 1, 60, "a new file analysed on the cluster")
         assert any(Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::_Worker")
-                   for pid in _head_processes(temp_dir))
+                   for pid in head_processes(temp_dir))
         assert d.stop() == 0
     finally:
         if d is not None and d.proc.poll() is None:
             d.proc.kill()
             d.proc.wait()
-        _kill(_head_processes(temp_dir))
+        kill(head_processes(temp_dir))
         head.wait(30)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
@@ -212,7 +161,7 @@ def _one_shot_sources(src: Path, sample_midi, n: int) -> None:
 @pytest.mark.slow
 def test_one_shot_import_with_an_unreachable_cluster_runs_on_a_local_ray(tmp_path: Path, sample_midi) -> None:
     _one_shot_sources(tmp_path / "src", sample_midi, 50)
-    config = write_config(tmp_path, f'[ray]\naddress = "127.0.0.1:{_closed_port()}"\nnum_cpus = 2\nobject_store_mb = 100\n')
+    config = write_config(tmp_path, f'[ray]\naddress = "127.0.0.1:{free_port()}"\nnum_cpus = 2\nobject_store_mb = 100\n')
     done = subprocess.run(_import_cmd(config, tmp_path / "src"), capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout.strip().splitlines()[-1])
@@ -222,9 +171,9 @@ def test_one_shot_import_with_an_unreachable_cluster_runs_on_a_local_ray(tmp_pat
 
 @pytest.mark.slow
 def test_one_shot_import_whose_ray_head_dies_finishes_on_a_local_ray(tmp_path: Path, sample_midi) -> None:
-    port = _closed_port()
+    port = free_port()
     temp_dir = Path(tempfile.mkdtemp(prefix="midid-head-"))
-    head = _start_head(temp_dir, port)
+    head = start_head(temp_dir, port)
     try:
         n = 1200
         _one_shot_sources(tmp_path / "src", sample_midi, n)
@@ -242,7 +191,7 @@ def test_one_shot_import_whose_ray_head_dies_finishes_on_a_local_ray(tmp_path: P
 
         wait_until(lambda: analysed() >= 16 or proc.poll() is not None, 120, "analysis under way on the cluster")
         assert proc.poll() is None and analysed() < n, "the kill must come while files are being analysed"
-        _kill(_head_processes(temp_dir))
+        kill(head_processes(temp_dir))
         out, err = proc.communicate(timeout=240)
         assert proc.returncode == 0, err[-3000:]
         summary = json.loads(out.strip().splitlines()[-1])
@@ -251,6 +200,6 @@ def test_one_shot_import_whose_ray_head_dies_finishes_on_a_local_ray(tmp_path: P
         files, rows, duplicated = _analysis_rows(tmp_path)
         assert files == n and rows == n and duplicated == 0
     finally:
-        _kill(_head_processes(temp_dir))
+        kill(head_processes(temp_dir))
         head.wait(30)
         shutil.rmtree(temp_dir, ignore_errors=True)

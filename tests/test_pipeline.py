@@ -5,20 +5,21 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 
-import mido
 import pytest
 import symusic
 
-from conftest import DATA, write_config
+from conftest import write_config
+from rayhead import free_port, head_processes, kill, start_head
 from midid.config import load_config
 from midid.db import Library
 from midid.engine import Engine
@@ -186,44 +187,26 @@ def test_kill_9_at_random_points_then_resume(tmp_path: Path, sample_midi) -> Non
     _integrity(tmp_path, n)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_joins_a_ray_cluster_started_with_ray_start_head(tmp_path: Path, sample_midi) -> None:
-    port = _free_port()
-    ray_bin = Path(sys.executable).with_name("ray")
-    head = subprocess.Popen(
-        [str(ray_bin), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
-         "--include-dashboard=false", "--disable-usage-stats", "--node-ip-address=127.0.0.1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    port = free_port()
+    temp_dir = Path(tempfile.mkdtemp(prefix="midid-head-"))  # short: Ray's socket paths below it
+    head = start_head(temp_dir, port, num_cpus=2)
     try:
         src = tmp_path / "src"
         src.mkdir()
         for f in sample_midi:
             (src / f.name).write_bytes(f.read_bytes())
         config = write_config(tmp_path, f'[ray]\naddress = "127.0.0.1:{port}"\n')
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.5)
-        time.sleep(3)  # the head's raylet registers a moment after its GCS port opens
         done = subprocess.run([sys.executable, "-m", "midid.ctl", "--config", str(config), "import",
                                "--local", "--json", str(src)], capture_output=True, text=True, timeout=240)
         assert done.returncode == 0, done.stderr
         summary = json.loads(done.stdout.strip().splitlines()[-1])
         assert summary["analysed"] == len(sample_midi) + 3
     finally:
-        os.killpg(head.pid, signal.SIGTERM)
-        try:
-            head.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
+        kill(head_processes(temp_dir))
+        head.wait(30)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def test_one_shot_import_runs_the_stages_while_it_still_imports(tmp_path: Path, sample_midi) -> None:

@@ -1,0 +1,70 @@
+"""A real Ray cluster head for the tests (`ray start --head`), with its own port and temp dir,
+and the means to kill exactly it: other Rays on the machine (the test session's, a soak's)
+are never touched, which `ray stop` would not guarantee."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on (a cluster address that answers nobody, until a head takes it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def start_head(temp_dir: Path, port: int, num_cpus: int = 1) -> subprocess.Popen:
+    """A real one-node cluster, as `ray start --head` makes it, with its own port and temp dir."""
+    ray_bin = Path(sys.executable).with_name("ray")
+    head = subprocess.Popen(
+        [str(ray_bin), "start", "--head", "--block", f"--port={port}", f"--num-cpus={num_cpus}",
+         f"--temp-dir={temp_dir}", "--include-dashboard=false", "--disable-usage-stats",
+         "--node-ip-address=127.0.0.1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not (_listening(port) or head.poll() is not None):
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for the head's GCS port")
+        time.sleep(0.2)
+    assert head.poll() is None, "ray start --head failed"
+    time.sleep(3)  # the head's raylet registers a moment after its GCS port opens
+    return head
+
+
+def head_processes(temp_dir: Path) -> set[int]:
+    """This head's processes: those naming its temp dir, and their children (workers rename
+    themselves `ray::...`)."""
+    mine: set[int] = set()
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if str(temp_dir) in cmdline:
+            mine.add(int(entry.name))
+    children = {pid for pid, parent in parents.items() if parent in mine}
+    return (mine | children) - {os.getpid()}
+
+
+def kill(pids: set[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
