@@ -271,9 +271,9 @@ def _json_list(text: Any) -> list[str]:
     return [str(v) for v in value] if isinstance(value, list) else []
 
 
-def runs_on_ray(cfg: Config, expected_files: int | None = None) -> bool:
+def runs_on_ray(cfg: Config, expected_files: int) -> bool:
     """Ray actor pools, or in-process for small one-shot jobs (which Ray's start-up would dominate)."""
-    return expected_files is None or expected_files >= cfg.pipeline.local_below or bool(cfg.ray.address)
+    return expected_files >= cfg.pipeline.local_below or bool(cfg.ray.address)
 
 
 def ray_runner(cfg: Config, address: str) -> Runner:
