@@ -243,18 +243,20 @@ def _parse_lenient(data: bytes, chunks: _Chunks) -> ParsedMidi:
             raise AnalysisError(f"more than {MAX_NOTES} notes")
     if not notes and not tempos and not sigs and not voices:
         raise AnalysisError("no readable MIDI events")
-    arr = np.array(notes, dtype=np.int64).reshape(-1, 5)
-    tempo_arr = np.array(tempos, dtype=np.int64).reshape(-1, 2)
+    # One row per field, each contiguous like symusic's arrays: the compiled kernels are then
+    # specialised for one array layout only, not compiled again for the first broken file.
+    rows = np.array(notes, dtype=np.int64).reshape(-1, 5).T.copy()
+    tempo_rows = np.array(tempos, dtype=np.int64).reshape(-1, 2).T.copy()
     return _assemble(
         chunks,
-        arr[:, 0],
-        arr[:, 1],
-        arr[:, 2].astype(np.int16),
-        arr[:, 3].astype(np.int16),
-        arr[:, 4].astype(np.int16),
+        rows[0],
+        rows[1],
+        rows[2].astype(np.int16),
+        rows[3].astype(np.int16),
+        rows[4].astype(np.int16),
         tuple(voices),
-        tempo_arr[:, 0],
-        tempo_arr[:, 1],
+        tempo_rows[0],
+        tempo_rows[1],
         tuple(sigs),
         "mido",
     )
