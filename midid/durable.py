@@ -6,6 +6,13 @@ hundred files per second, so a batch is written to temporary names in one stagin
 same file system, made durable with one `syncfs`, renamed into place, and the renames made
 durable with a second `syncfs`. A crash leaves at most files in the staging folder, which the
 next start removes.
+
+Creating a small file is kernel work (inode, directory entry, page cache) that costs 20 us on a
+warm ext4 and, measured on this project's 2-core VMs, 50-900 us while the file system is still
+reusing the inodes of files deleted shortly before. That was most of the import driver's CPU
+time. The driver is single-threaded Python, so the files of a batch are written by one
+background thread (the system calls release the GIL) while the driver goes on preparing the
+rest of the batch; `publish` waits for them, so nothing changes in what is durable when.
 """
 
 from __future__ import annotations
@@ -17,13 +24,18 @@ import itertools
 import logging
 import os
 import shutil
+import threading
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 STAGING = ".midid-staging"
+_CHUNK = 32  # files handed to the writer thread at once: a hand-over costs about one file
+_writer: ThreadPoolExecutor | None = None
+_writer_lock = threading.Lock()
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
@@ -44,12 +56,34 @@ class Staged:
     dest: Path
 
 
+def _writer_pool() -> ThreadPoolExecutor:
+    """The one writer thread of this process (started on first use, lives with the process)."""
+    global _writer
+    with _writer_lock:
+        if _writer is None:
+            _writer = ThreadPoolExecutor(1, thread_name_prefix="midid-write")
+        return _writer
+
+
+def _write_new(items: list[tuple[Path, bytes]]) -> None:
+    for path, data in items:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+
+
 @dataclass
 class BatchWriter:
     """Stages files for one batch under `root`, then publishes them all durably at once."""
 
     root: Path
     staged: list[Staged] = field(default_factory=list)
+    _queued: list[tuple[Path, bytes]] = field(default_factory=list)
+    _writing: list[Future[None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.staging = self.root / STAGING
@@ -61,15 +95,25 @@ class BatchWriter:
         return self.staging / f"{self._prefix}{next(self._counter)}"
 
     def add_bytes(self, relpath: str, data: bytes) -> None:
+        """Stage a file with these bytes; written in the background, checked by `publish`."""
         tmp = self._tmp()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-        finally:
-            os.close(fd)
         self.staged.append(Staged(tmp, self.root / relpath))
+        self._queued.append((tmp, data))
+        if len(self._queued) >= _CHUNK:
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        if self._queued:
+            self._writing.append(_writer_pool().submit(_write_new, self._queued))
+            self._queued = []
+
+    def _written(self) -> None:
+        """Wait for every staged write; raise the first error (ENOSPC, EROFS...) among them."""
+        self._hand_over()
+        writing, self._writing = self._writing, []
+        errors = [exc for exc in (f.exception() for f in writing) if exc is not None]
+        if errors:
+            raise errors[0]
 
     def add_link_or_copy(self, relpath: str, source: Path) -> None:
         """A hard link to the source when the file system allows, else a copy (same bytes)."""
@@ -86,6 +130,7 @@ class BatchWriter:
         """Durable data, then atomic renames, then durable directory entries."""
         if not self.staged:
             return
+        self._written()
         syncfs(self.root)
         made: set[Path] = set()
         for item in self.staged:
@@ -97,6 +142,10 @@ class BatchWriter:
         self.staged.clear()
 
     def discard(self) -> None:
+        self._queued = []
+        for future in self._writing:
+            future.exception()  # wait: a write still running must not outlive its unlink
+        self._writing = []
         for item in self.staged:
             try:
                 item.tmp.unlink()
