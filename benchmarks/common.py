@@ -152,8 +152,36 @@ def _rss_pss_kib(pid: int) -> tuple[int, int]:
     return rss, pss
 
 
+def _cpu_seconds_and_name(pid: int) -> tuple[float, str] | None:
+    """(user + system CPU seconds, command line) of a process, None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(b")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), cmdline
+
+
+def process_kind(cmdline: str) -> str:
+    """Driver, pool worker or Ray service, from a command line (Ray actors retitle themselves)."""
+    if "py-spy" in cmdline.split(" ", 1)[0]:
+        return "profiler (py-spy)"
+    if "midictl" in cmdline:
+        return "driver (midictl)"
+    if cmdline.startswith("ray::_Worker") or "default_worker.py" in cmdline:
+        return "Ray workers (pools)"
+    return "Ray services (GCS, raylet, agents)"
+
+
 class TreeSampler:
-    """Samples the summed RSS/PSS of a process tree in a thread; peaks in MiB once stopped."""
+    """Samples the summed RSS/PSS of a process tree in a thread; peaks in MiB once stopped.
+
+    It also keeps each process's last seen CPU time, summed per `process_kind` in
+    `cpu_seconds` (a process's CPU after its last sample, at most `interval_s` of it, is missed).
+    """
 
     def __init__(self, pid: int, interval_s: float = 0.5) -> None:
         self.pid = pid
@@ -162,6 +190,7 @@ class TreeSampler:
         self.peak_pss_mib = 0.0
         self.peak_processes = 0
         self.samples: list[tuple[float, float, float]] = []  # (monotonic s, rss MiB, pss MiB)
+        self._cpu: dict[int, tuple[float, str]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -182,6 +211,18 @@ class TreeSampler:
         self.peak_rss_mib = max(self.peak_rss_mib, rss)
         self.peak_pss_mib = max(self.peak_pss_mib, pss)
         self.peak_processes = max(self.peak_processes, sum(1 for s in sizes if s[0]))
+        for pid in pids:
+            seen = _cpu_seconds_and_name(pid)
+            if seen is not None:
+                self._cpu[pid] = seen
+
+    @property
+    def cpu_seconds(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for seconds, cmdline in self._cpu.values():
+            kind = process_kind(cmdline)
+            out[kind] = out.get(kind, 0.0) + seconds
+        return out
 
     def _run(self) -> None:
         while not self._stop.is_set():

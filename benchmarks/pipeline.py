@@ -11,6 +11,8 @@ For each N, N distinct files (80 % Groove drum loops, 20 % POP909 three-track so
       in-process without Ray): wall time from spawn to exit, Ray start-up included, with the
       summed RSS and PSS of midictl and every descendant (raylet, GCS, the actors) sampled
       from /proc every 0.5 s.
+(b)'s CPU seconds are also summed per process kind (driver, pool workers, Ray services), which
+shows whether the driver or the pools limit the run.
 "b/a" is (b)'s files/s over (a)'s: the share of the bare rate the real pipeline keeps. Input
 files/s counts the N input files; the pipeline also analyses the split parts (3 per song), so
 "analysed" is larger than N. Per-stage rates come from the library's `progress` table (one row
@@ -34,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import re
 import sqlite3
 import subprocess
@@ -84,7 +87,7 @@ def run_midictl(config: Path, inputs: Path, wrap: list[str] | None = None) -> di
     summary = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
     return {"seconds": seconds, "summary": summary, "worker_deaths": err.count("worker died"),
             "peak_rss_mib": sampler.peak_rss_mib, "peak_pss_mib": sampler.peak_pss_mib,
-            "processes": sampler.peak_processes}
+            "processes": sampler.peak_processes, "cpu_seconds": sampler.cpu_seconds}
 
 
 def stage_rates(database: Path) -> list[tuple[str, int, float, float, float]]:
@@ -189,6 +192,13 @@ def main() -> None:
                 ("N", "(a) files/s", "(a) RSS MiB", "(b) wall s", "(b) files/s", "b/a", "analysed", "parts",
                  "errors", "(b) peak RSS sum MiB", "(b) peak PSS sum MiB", "procs", "worker deaths"), rows)
     for r in results:
+        cpu = r["real"]["cpu_seconds"]
+        total = sum(cpu.values())
+        print_table(f"(b) CPU seconds by process, N = {r['n']:,} ({total:.1f} s in all over {r['real']['seconds']:.1f} s "
+                    f"of wall time on {os.cpu_count()} cores)",
+                    ("process", "CPU s", "share"),
+                    [(kind, seconds, f"{100 * seconds / total:.0f} %") for kind, seconds in
+                     sorted(cpu.items(), key=lambda kv: -kv[1])])
         print_table(f"per-stage commits, N = {r['n']:,} (seconds after the first import commit)",
                     ("stage", "rows", "starts s", "span s", "rows/s"), r["stages"])
 
