@@ -14,20 +14,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
+from .records import ANALYSIS_COLUMNS
+
 if TYPE_CHECKING:
     import sqlite_utils
 
 SCHEMA_VERSION = 2
 STAGES = ("import", "sanitize", "split", "analyze", "rename", "export")
-
-ANALYSIS_COLUMNS: dict[str, Any] = {
-    "file_id": int, "parser": str, "bpm": float, "bpm_source": str, "bpm_estimate": float,
-    "tempo_changes": int, "time_signature": str, "duration_s": float, "bars": float,
-    "key_tonic": str, "key_mode": str, "key_confidence": float, "is_drums": int,
-    "drum_parts": str, "chords": str, "progression": str, "notes": int, "tracks": int,
-    "channels": str, "programs": str, "pitch_min": int, "pitch_max": int, "polyphony": float,
-    "category": str, "tags": str,
-}
 
 
 def _migrate_1(db: sqlite_utils.Database) -> None:
@@ -294,28 +287,27 @@ class Library:
                                          [(t["file_id"], t["tag"], t["source"]) for t in tags])
             self._progress("split", len(done), sum(1 for r in done if r.get("split_error")), now)
 
-    def commit_analysis(self, results: list[dict[str, Any]], errors: list[tuple[int, str]]) -> None:
-        """Analysis rows (columns of ANALYSIS_COLUMNS, lists as JSON) and per-file errors."""
+    def commit_analysis(self, rows: list[dict[str, Any]], errors: list[tuple[int, str]]) -> None:
+        """Analysis rows (`records.analysis_row`: lists as JSON) and per-file errors."""
         now = time.time()
         with self.db.atomic():
-            if results:
-                rows = [_analysis_row(r) for r in results]
+            if rows:
                 self.db["analysis"].upsert_all(rows, pk="file_id", batch_size=500)
                 self.db.conn.executemany("UPDATE files SET analysed_at = ? WHERE id = ?",
                                          [(now, r["file_id"]) for r in rows])
                 self.db["tags"].insert_all(
-                    ({"file_id": r["file_id"], "tag": t, "source": "analysis"} for r in results
-                     for t in r.get("tags") or () if t),
+                    ({"file_id": r["file_id"], "tag": t, "source": "analysis"} for r in rows
+                     for t in json.loads(r["tags"] or "[]") if t),
                     batch_size=500, ignore=True)
                 self.db.conn.executemany(
                     "UPDATE search SET tags = (SELECT group_concat(DISTINCT tag) FROM tags WHERE file_id = ?)"
                     " || ' ' || ? WHERE rowid = ?",
-                    [(r["file_id"], r.get("category") or "", r["file_id"]) for r in results])
+                    [(r["file_id"], r["category"] or "", r["file_id"]) for r in rows])
             if errors:
                 self.db.conn.executemany(
                     "UPDATE files SET error = ?, error_stage = 'analyze', analysed_at = NULL WHERE id = ?",
                     [(err, fid) for fid, err in errors])
-            self._progress("analyze", len(results) + len(errors), len(errors), now)
+            self._progress("analyze", len(rows) + len(errors), len(errors), now)
 
     def commit_rename(self, renames: list[tuple[int, str]], unchanged: list[int]) -> None:
         now = time.time()
@@ -431,15 +423,3 @@ def _insert(conn: sqlite3.Connection, table: str, columns: Sequence[str], rows: 
         updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c != on_conflict)
         sql += f" ON CONFLICT({on_conflict}) DO UPDATE SET {updates}"
     conn.executemany(sql, [tuple(r.get(c) for c in columns) for r in rows])
-
-
-def _analysis_row(result: dict[str, Any]) -> dict[str, Any]:
-    row = {k: result.get(k) for k in ANALYSIS_COLUMNS}
-    for key in ("drum_parts", "chords", "progression", "channels", "programs", "tags"):
-        if row[key] is not None and not isinstance(row[key], str):
-            row[key] = json.dumps(row[key], separators=(",", ":"))
-    if row["is_drums"] is not None:
-        row["is_drums"] = int(bool(row["is_drums"]))
-    return row
-
-

@@ -216,10 +216,10 @@ class Engine:
         self.totals.split += len(done_rows)
 
     def _commit_analysis(self, outcomes: list[AnalyzeOutcome]) -> None:
-        results = [dict(o.record, file_id=o.file_id) for o in outcomes if o.record is not None]
-        errors = [(o.file_id, o.error or "analysis failed") for o in outcomes if o.record is None]
-        self.lib.commit_analysis(results, errors)
-        self.totals.analysed += len(results)
+        rows = [o.row for o in outcomes if o.row is not None]
+        errors = [(o.file_id, o.error or "analysis failed") for o in outcomes if o.row is None]
+        self.lib.commit_analysis(rows, errors)
+        self.totals.analysed += len(rows)
         self.totals.analysis_errors += len(errors)
 
     def _rename_some(self) -> bool:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from .analysis import AnalysisError, analyze_bytes
+from .records import analysis_row
 from .stages.split import Part, SplitError, split_midi
 
 
@@ -37,8 +38,10 @@ class AnalyzeTask:
 
 @dataclass(frozen=True)
 class AnalyzeOutcome:
+    """``row`` is the file's `analysis` table row (see :mod:`.records`), None on error."""
+
     file_id: int
-    record: dict[str, Any] | None
+    row: dict[str, Any] | None
     error: str | None = None
 
 
@@ -59,7 +62,7 @@ def analyze_batch(tasks: Sequence[AnalyzeTask]) -> list[AnalyzeOutcome]:
     for task in tasks:
         try:
             result = analyze_bytes(task.data, filename_bpm=task.filename_bpm, prior_tags=task.prior_tags)
-            out.append(AnalyzeOutcome(task.file_id, result.to_dict()))
+            out.append(AnalyzeOutcome(task.file_id, analysis_row(task.file_id, result)))
         except AnalysisError as exc:
             out.append(AnalyzeOutcome(task.file_id, None, _one_line(exc)))
         except Exception as exc:  # noqa: BLE001 - one bad file must never stop its batch

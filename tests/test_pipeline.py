@@ -20,12 +20,14 @@ import symusic
 
 from conftest import write_config
 from rayhead import free_port, head_processes, kill, start_head
+from midid.analysis import analyze_bytes
 from midid.config import load_config
 from midid.db import Library
 from midid.engine import Engine
 from midid.importer import Importer
 from midid import runjob
 from midid.pool import CRASH_ERROR, ClusterLost, LocalRunner, RayRunner, _Worker
+from midid.records import JSON_COLUMNS
 from midid.runjob import estimate_inputs, run_import
 
 POISON = b"MIDID-TEST-POISON"
@@ -95,6 +97,31 @@ def test_split_parts_are_library_files_equal_to_their_source_tracks(tmp_path: Pa
         assert [t.qpm for t in part.tempos] == [t.qpm for t in source.tempos]
     tags = {r[0] for r in lib.db.execute("SELECT tag FROM tags WHERE source = 'split'")}
     assert {"track:MELODY", "track:BRIDGE", "track:PIANO"} <= tags
+
+
+def test_each_stored_analysis_row_is_the_analysis_of_its_library_file(tmp_path: Path, sample_midi) -> None:
+    """The row built in the worker (records.analysis_row) lands in the table as analyze_bytes
+    sees the library file with the file's filename priors: every column, lists as JSON."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for f in sample_midi:
+        (src / f.name).write_bytes(f.read_bytes())
+    lib, _ = import_and_run(write_config(tmp_path), src, LocalRunner())
+    rows = analysis_rows(lib)
+    assert len(rows) == len(sample_midi) + 3  # and the three parts of the POP909 song
+    priors = lib.prior_tags([r["file_id"] for r in rows.values()])
+    for path, row in rows.items():
+        tags = priors.get(row["file_id"], [])
+        bpm = next((float(t[4:]) for t in tags if t.startswith("bpm:")), None)
+        expected = analyze_bytes((tmp_path / "library" / path).read_bytes(), filename_bpm=bpm,
+                                 prior_tags=[t for t in tags if ":" not in t]).to_dict()
+        for key, value in expected.items():
+            stored = row[key]
+            if key in JSON_COLUMNS:
+                stored = json.loads(stored)
+            elif isinstance(value, bool):
+                stored = bool(stored)
+            assert stored == value, (path, key)
 
 
 class PoisonWorker(_Worker):

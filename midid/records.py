@@ -1,0 +1,36 @@
+"""An analysis as the library stores it: one row of the `analysis` table.
+
+The row is built where the analysis runs (a pool worker) rather than in the process that owns
+the database: turning chord lists into JSON cost that single process about 50 us per file,
+and a row of short strings pickles in a sixth of the time of the nested record.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the database edge imports this module and must not load the analysis stack
+    from .analysis import Analysis
+
+ANALYSIS_COLUMNS: dict[str, Any] = {
+    "file_id": int, "parser": str, "bpm": float, "bpm_source": str, "bpm_estimate": float,
+    "tempo_changes": int, "time_signature": str, "duration_s": float, "bars": float,
+    "key_tonic": str, "key_mode": str, "key_confidence": float, "is_drums": int,
+    "drum_parts": str, "chords": str, "progression": str, "notes": int, "tracks": int,
+    "channels": str, "programs": str, "pitch_min": int, "pitch_max": int, "polyphony": float,
+    "category": str, "tags": str,
+}
+JSON_COLUMNS = ("drum_parts", "chords", "progression", "channels", "programs", "tags")
+
+
+def analysis_row(file_id: int, analysis: Analysis) -> dict[str, Any]:
+    """The `analysis` row of one file: lists and dicts as compact JSON, booleans as 0/1."""
+    record = analysis.to_dict()
+    row = {k: record.get(k) for k in ANALYSIS_COLUMNS}
+    row["file_id"] = file_id
+    for key in JSON_COLUMNS:
+        if row[key] is not None:
+            row[key] = json.dumps(row[key], separators=(",", ":"))
+    row["is_drums"] = int(bool(row["is_drums"]))
+    return row
