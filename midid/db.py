@@ -271,15 +271,14 @@ class Library:
         """Mark parents split and insert their part files (already durable in the library)."""
         now = time.time()
         with self.db.atomic():
-            for row in done:
-                self.db.execute(
-                    "UPDATE files SET split_at = ?, split_parts = ?, split_error = ? WHERE id = ?",
-                    [now, row["split_parts"], row.get("split_error"), row["id"]])
+            self.db.conn.executemany(
+                "UPDATE files SET split_at = ?, split_parts = ?, split_error = ? WHERE id = ?",
+                [(now, row["split_parts"], row.get("split_error"), row["id"]) for row in done])
             if parts:
                 _insert(self.db.conn, "files", FILE_COLUMNS, parts)
-                self.db["search"].insert_all(
-                    ({"rowid": p["id"], "name": p["name"], "path": p["path"], "pack": p.get("pack") or "",
-                      "tags": ""} for p in parts), batch_size=500)
+                self.db.conn.executemany(
+                    "INSERT INTO search(rowid, name, path, pack, tags) VALUES (?, ?, ?, ?, '')",
+                    [(p["id"], p["name"], p["path"], p.get("pack") or "") for p in parts])
             if sources:
                 _insert(self.db.conn, "sources", SOURCE_COLUMNS, sources, on_conflict="origin")
             if tags:
@@ -292,13 +291,14 @@ class Library:
         now = time.time()
         with self.db.atomic():
             if rows:
-                self.db["analysis"].upsert_all(rows, pk="file_id", batch_size=500)
+                # plain executemany: sqlite-utils' upsert_all and insert_all cost the driver more
+                # than the SQL itself
+                _insert(self.db.conn, "analysis", tuple(ANALYSIS_COLUMNS), rows, on_conflict="file_id")
                 self.db.conn.executemany("UPDATE files SET analysed_at = ? WHERE id = ?",
                                          [(now, r["file_id"]) for r in rows])
-                self.db["tags"].insert_all(
-                    ({"file_id": r["file_id"], "tag": t, "source": "analysis"} for r in rows
-                     for t in json.loads(r["tags"] or "[]") if t),
-                    batch_size=500, ignore=True)
+                self.db.conn.executemany(
+                    "INSERT OR IGNORE INTO tags(file_id, tag, source) VALUES (?, ?, 'analysis')",
+                    [(r["file_id"], t) for r in rows for t in json.loads(r["tags"] or "[]") if t])
                 self.db.conn.executemany(
                     "UPDATE search SET tags = (SELECT group_concat(DISTINCT tag) FROM tags WHERE file_id = ?)"
                     " || ' ' || ? WHERE rowid = ?",
