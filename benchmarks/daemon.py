@@ -30,55 +30,19 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1]),
+                str(Path(__file__).resolve().parents[1] / "tests")]
 
 from common import (REPO, TreeSampler, count_in_file, distinct_variant, exit_cleanly_on_signals,  # noqa: E402
                     load_corpus, percentile, print_table, scratch, write_config, write_inputs)
-
-
-class NotifySocket:
-    """A NOTIFY_SOCKET datagram socket, as systemd gives a Type=notify service."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.settimeout(0.2)
-        self.messages: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._collect, daemon=True)
-        self._thread.start()
-
-    def _collect(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.messages.extend(self.sock.recv(65536).decode().splitlines())
-            except (socket.timeout, OSError):
-                continue
-
-    def wait_for(self, prefix: str, timeout: float, proc: subprocess.Popen[bytes]) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(m.startswith(prefix) for m in self.messages):
-                return
-            if proc.poll() is not None:
-                raise RuntimeError(f"the daemon exited with {proc.returncode} before {prefix}")
-            time.sleep(0.02)
-        raise RuntimeError(f"no {prefix} within {timeout} s")
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.sock.close()
+from notifysock import NotifySocket  # noqa: E402
 
 
 def start_daemon(tmp: Path, config: Path) -> tuple[subprocess.Popen[bytes], NotifySocket, float]:
@@ -90,8 +54,8 @@ def start_daemon(tmp: Path, config: Path) -> tuple[subprocess.Popen[bytes], Noti
                             stdout=log, stderr=log, env=env, cwd=REPO)
     log.close()
     try:
-        notify.wait_for("READY=1", 120, proc)
-    except RuntimeError as exc:
+        notify.wait_for("READY=1", 120, proc=proc)
+    except AssertionError as exc:
         sys.exit(f"{exc}\n{(tmp / 'daemon.log').read_text()[-3000:]}")
     return proc, notify, time.perf_counter() - start
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -15,45 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DATA, write_config
+from conftest import write_config
+from notifysock import NotifySocket
 
 MIDICTL = [sys.executable, "-m", "midid.ctl"]
-
-
-class NotifySocket:
-    """A NOTIFY_SOCKET as systemd provides it: a datagram socket collecting messages."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.settimeout(0.2)
-        self.messages: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._collect, daemon=True)
-        self._thread.start()
-
-    def _collect(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data = self.sock.recv(65536)
-            except (socket.timeout, OSError):
-                continue
-            self.messages.extend(data.decode().splitlines())
-
-    def wait_for(self, prefix: str, timeout: float = 90.0, after: int = 0) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in self.messages[after:]:
-                if line.startswith(prefix):
-                    return line
-            time.sleep(0.05)
-        raise AssertionError(f"no {prefix!r} within {timeout} s; got {self.messages[-20:]}")
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.sock.close()
 
 
 class Daemon:
