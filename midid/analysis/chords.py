@@ -24,6 +24,7 @@ microsecond, whatever the file.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import numpy as np
@@ -80,6 +81,7 @@ def _chord_tables() -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]:
 _INTERVALS, _SCALE, _LABELS = _chord_tables()
 # Label of each chord index, "N" (no chord) at index -1.
 _NAMES = [f"{TONICS[root]}:{quality}" for root, quality in _LABELS] + ["N"]
+_NAME_ARRAY = np.array(_NAMES, dtype=object)  # one gather per file instead of one per run
 _MINOR_QUALITIES = frozenset({"min", "min7", "dim"})
 # Cell of each chord index in root_profiles' (2, 12) table (minor-third row x 12 + root),
 # and 24 (dropped) for no chord at index -1.
@@ -137,7 +139,7 @@ def chord_runs(
 def labelled(runs: ChordRuns) -> list[tuple[float, str]]:
     """(beat, label) pairs of chord runs; labels are ``root:quality`` with sharp roots
     (``"A:min"``) or ``"N"`` where nothing sounds."""
-    return list(zip(runs.beat.tolist(), [_NAMES[i] for i in runs.chord.tolist()], strict=True))
+    return list(zip(runs.beat.tolist(), _NAME_ARRAY[runs.chord].tolist(), strict=True))
 
 
 def detect_chords(
@@ -154,7 +156,12 @@ def root_profiles(runs: ChordRuns, end_beat: float) -> np.ndarray:
     chords), row 1 chords with a minor third. ``end_beat`` (quarter notes) closes the last
     run. The key finder reads the tonic off these (a song dwells on its tonic chord, and
     tells a major key from its relative minor by which of the two chords it dwells on)."""
-    held = np.maximum(np.diff(runs.beat, append=end_beat), 0.0)
+    beat = runs.beat
+    held = np.empty(beat.size)  # np.diff(beat, append=end_beat) without the concatenation
+    np.subtract(beat[1:], beat[:-1], out=held[:-1])
+    if beat.size:
+        held[-1] = end_beat - beat[-1]
+    np.maximum(held, 0.0, out=held)
     return np.bincount(_CELL[runs.chord], weights=held, minlength=25)[:24].reshape(2, 12)
 
 
@@ -165,6 +172,9 @@ _NUMERALS = {
 }
 _SUFFIX = {"dim": "o", "aug": "+", "sus2": "sus2", "sus4": "sus4", "maj7": "maj7",
            "min7": "7", "7": "7"}
+
+
+@functools.lru_cache(maxsize=4096)  # a song names a handful of (chord, key) pairs, again and again
 def roman(label: str, key_tonic: str, key_mode: str) -> str:
     """Roman numeral of a chord label relative to a key (``"A:min"`` in C major -> ``"vi"``).
 
@@ -198,6 +208,6 @@ def _shortest_cycle(labels: list[str], limit: int) -> list[str]:
     """The shortest prefix that, repeated, reproduces the sequence (at least twice over)."""
     n = len(labels)
     for size in range(2, min(limit, n // 2) + 1):
-        if all(labels[i] == labels[i % size] for i in range(n)):
+        if labels == (labels[:size] * (n // size + 1))[:n]:
             return labels[:size]
     return labels[:limit]

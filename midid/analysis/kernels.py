@@ -240,53 +240,65 @@ def chord_path(
         if on_beat[1 - parity] > (1.0 + meter_margin) * on_beat[parity]:
             weak = parity
     delta = np.zeros(n_chords)
-    score = np.empty(n_chords)
     keep = np.empty((n_seg, n_chords), dtype=np.bool_)
     top = np.zeros(n_seg, dtype=np.int64)
     sounding = np.zeros(n_seg, dtype=np.bool_)
-    z = np.empty(24)  # the z-scored chroma twice, so root + interval needs no modulo
+    z = np.empty(12)
+    # Segments go in blocks, chord by chord over a block's segments (long loops that compile
+    # to vector instructions); each score is the same sum, term by term, as one at a time.
+    block = 64
+    zt = np.empty((24, block))  # the z-scored chroma of the block's segments, twice over
+    scores = np.empty((n_chords, block))
     best = 0
-    for t in range(n_seg):
-        for j in range(12):
-            z[j] = np.sqrt(chroma[t, j]) if chroma[t, j] > 0 else 0.0
-        mean = 0.0
-        for j in range(12):
-            mean += z[j]
-        mean /= 12.0
-        var = 0.0
-        for j in range(12):
-            z[j] -= mean
-            var += z[j] * z[j]
-        sounding[t] = mean > 0
-        std = np.sqrt(var / 12.0)
-        inv = 1.0 / std if std > 0 else 0.0
-        for j in range(12):
-            z[j] *= inv
-            z[j + 12] = z[j]
+    for t0 in range(0, n_seg, block):
+        width = min(block, n_seg - t0)
+        for u in range(width):
+            t = t0 + u
+            for j in range(12):
+                z[j] = np.sqrt(chroma[t, j]) if chroma[t, j] > 0 else 0.0
+            mean = 0.0
+            for j in range(12):
+                mean += z[j]
+            mean /= 12.0
+            var = 0.0
+            for j in range(12):
+                z[j] -= mean
+                var += z[j] * z[j]
+            sounding[t] = mean > 0
+            std = np.sqrt(var / 12.0)
+            inv = 1.0 / std if std > 0 else 0.0
+            for j in range(12):
+                zt[j, u] = z[j] * inv
+                zt[j + 12, u] = zt[j, u]
         for q in range(n_qual):
             for root in range(12):
-                score[q * 12 + root] = root_weight * z[root]
-            for k in range(intervals.shape[1]):
-                iv = intervals[q, k]
-                if iv >= 0:
-                    for root in range(12):
-                        score[q * 12 + root] += z[root + iv]
-            for root in range(12):
-                score[q * 12 + root] = score[q * 12 + root] * scale[q] + bias[q]
-        # One pass: take the best predecessor (itself, or last segment's best chord at a
-        # cost), add this segment's score, and find this segment's best chord.
-        change = weak_change if t % 2 == weak else strong_change
-        switch = delta[best] - change if t > 0 else 0.0
-        top[t] = best
-        new_best, best_value = 0, -np.inf
-        for c in range(n_chords):
-            kept = delta[c] >= switch
-            keep[t, c] = kept
-            value = (delta[c] if kept else switch) + score[c]
-            delta[c] = value
-            if value > best_value:
-                new_best, best_value = c, value
-        best = new_best
+                row = scores[q * 12 + root]
+                for u in range(width):
+                    row[u] = root_weight * zt[root, u]
+                for k in range(intervals.shape[1]):
+                    iv = intervals[q, k]
+                    if iv >= 0:
+                        tone = zt[root + iv]
+                        for u in range(width):
+                            row[u] += tone[u]
+                for u in range(width):
+                    row[u] = row[u] * scale[q] + bias[q]
+        for u in range(width):
+            t = t0 + u
+            # One pass: take the best predecessor (itself, or last segment's best chord at a
+            # cost), add this segment's score, and find this segment's best chord.
+            change = weak_change if t % 2 == weak else strong_change
+            switch = delta[best] - change if t > 0 else 0.0
+            top[t] = best
+            new_best, best_value = 0, -np.inf
+            for c in range(n_chords):
+                kept = delta[c] >= switch
+                keep[t, c] = kept
+                value = (delta[c] if kept else switch) + scores[c, u]
+                delta[c] = value
+                if value > best_value:
+                    new_best, best_value = c, value
+            best = new_best
     path = np.empty(n_seg, dtype=np.int64)
     path[n_seg - 1] = best
     for t in range(n_seg - 1, 0, -1):
@@ -332,8 +344,8 @@ def onset_envelopes(
                 env[role[i] + 1, f] += weight[i]
     total = np.zeros(n_roles)
     frames = np.zeros(n_roles, dtype=np.int64)
-    for r in range(n_roles):
-        for f in range(n):
+    for f in range(n):  # rows side by side: four sums in flight, not one long chain
+        for r in range(n_roles):
             total[r] += env[r, f]
             if env[r, f] != 0:
                 frames[r] += 1
@@ -356,26 +368,29 @@ def envelope_acf(
     need = n_lags + half
     out = np.zeros((n_rows, n_lags))
     acf = np.zeros(need)
-    prefix = np.zeros(size + 1)
-    onsets = np.empty(size, dtype=np.int64)
-    for r in range(n_rows):
-        count = 0
-        for t in range(size):
-            prefix[t + 1] = prefix[t] + env[r, t]
+    prefix = np.zeros((n_rows, size + 1))
+    onsets = np.empty((n_rows, size), dtype=np.int64)
+    counts = np.zeros(n_rows, dtype=np.int64)
+    for t in range(size):  # rows side by side: the prefix sums are not one long chain
+        for r in range(n_rows):
+            prefix[r, t + 1] = prefix[r, t] + env[r, t]
             if env[r, t] != 0:
-                onsets[count] = t
-                count += 1
+                onsets[r, counts[r]] = t
+                counts[r] += 1
+    for r in range(n_rows):
+        count = counts[r]
         acf[:] = 0.0
         for a in range(count):
-            i = onsets[a]
+            i = onsets[r, a]
             for b in range(a, count):
-                k = onsets[b] - i
+                k = onsets[r, b] - i
                 if k >= need:
                     break
-                acf[k] += env[r, i] * env[r, onsets[b]]
+                acf[k] += env[r, i] * env[r, onsets[r, b]]
         mean = total[r] / size
         for k in range(min(need, size)):
-            acf[k] += (size - k) * mean * mean - mean * (total[r] - prefix[k] + prefix[size - k])
+            acf[k] += (size - k) * mean * mean - mean * (
+                total[r] - prefix[r, k] + prefix[r, size - k])
         for k in range(n_lags):
             value = 0.0
             for d in range(-half, half + 1):
@@ -427,37 +442,50 @@ def tempo_features(
     for r in range(n_roles):
         for b in range(spec.shape[1]):
             mag[r, b] = np.sqrt(spec[r, b].real ** 2 + spec[r, b].imag ** 2) / env_total[r]
+    score = np.empty(n_cand)
+    bins = np.empty(n_rates, dtype=np.int64)
     for c in range(n_cand):
+        # The score is summed as each feature is written, in column order (the same sum as
+        # a row of ``out @ weights`` taken left to right, without reading ``out`` again).
+        total = 0.0
         col = 0
         for j in range(n_read):
             g = gather[c, j]
-            out[c, col] = (flat[g] * (1.0 - frac[c, j]) + flat[g + 1] * frac[c, j]) * inside[c, j]
+            value = (flat[g] * (1.0 - frac[c, j]) + flat[g + 1] * frac[c, j]) * inside[c, j]
+            out[c, col] = value
+            total += value * weights[col]
             col += 1
+        for q in range(n_rates):  # every role reads the same bins
+            bins[q] = min(np.int64(bin_per_n[c, q] * fft_size + 0.5), last_bin)
         for r in range(n_roles):
             for q in range(n_rates):
-                b = min(np.int64(bin_per_n[c, q] * fft_size + 0.5), last_bin)
-                out[c, col] = mag[r, b]
+                value = mag[r, bins[q]]
+                out[c, col] = value
+                total += value * weights[col]
                 col += 1
         for q in range(n_cross):
-            b = min(np.int64(bin_per_n[c, cross_cols[q]] * fft_size + 0.5), last_bin)
+            b = bins[cross_cols[q]]
             low, back = spec[1, b], spec[2, b]
             both = mag[1, b] * mag[2, b] * env_total[1] * env_total[2]
             dot = low.real * back.real + low.imag * back.imag
-            out[c, col] = dot / both if both > 0 else 0.0
+            value = dot / both if both > 0 else 0.0
+            out[c, col] = value
+            total += value * weights[col]
             col += 1
         for r in range(n_roles):
             per_beat = np.log2(60.0 * frame_rate / size / candidates[c]
                                * max(onset_frames[r], 0.5))
+            square = per_beat * per_beat
             out[c, col] = per_beat
-            out[c, col + 1] = per_beat * per_beat
+            out[c, col + 1] = square
+            total += per_beat * weights[col]
+            total += square * weights[col + 1]
             col += 2
         for j in range(prior.shape[1]):
             out[c, col] = prior[c, j]
+            total += prior[c, j] * weights[col]
             col += 1
-    score = np.zeros(n_cand)
-    for c in range(n_cand):
-        for j in range(n_feat):
-            score[c] += out[c, j] * weights[j]
+        score[c] = total
     return out, score
 
 
@@ -495,6 +523,7 @@ def note_summary(
     drum: np.ndarray,
     n_voices: int,
     part_of_pitch: np.ndarray,
+    order: np.ndarray,
 ) -> tuple:
     """Note statistics of a file in one pass (times in ticks; notes in any order):
 
@@ -505,6 +534,8 @@ def note_summary(
 
     Polyphony is the mean number of notes sounding while any sounds: total note time over
     the length of the union of the notes (1.0 for notes of no length, 0.0 for no notes).
+    ``order`` is the stable sort of ``start`` when the caller has it (numpy's sort is much
+    faster on notes that come track after track), else empty: then it is made here.
     """
     n = start.size
     first, last, low, high = 0, 0, 127, 0
@@ -527,7 +558,8 @@ def note_summary(
             histogram[pitch[i]] += 1
         if i > 0 and start[i] < start[i - 1]:
             ordered = False
-    order = np.arange(n) if ordered else np.argsort(start, kind="mergesort")
+    if order.size != n:
+        order = np.arange(n) if ordered else np.argsort(start, kind="mergesort")
     polyphony = np.zeros(2)
     for pitched_only in range(2):
         total, silent, reach, begin, seen = 0.0, 0.0, 0, 0, False

@@ -10,10 +10,12 @@ Times are MIDI ticks (ints) here; channels are 0-based as on the wire (GM drums 
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from mido.midifiles.meta import build_meta_message
@@ -130,33 +132,31 @@ def _parse_symusic(data: bytes, chunks: _Chunks) -> ParsedMidi:
     score = Score.from_midi(data)
     voices: list[Voice] = []
     parts: list[dict[str, np.ndarray]] = []
-    for track in score.tracks:
-        if not len(track.notes):
+    # symusic's lists are indexed, not iterated: a pybind iterator costs more than the few
+    # tracks, tempi and signatures of a typical file.
+    tracks = score.tracks
+    for i in range(len(tracks)):
+        track = tracks[i]
+        notes = track.notes
+        if not len(notes):
             continue
-        parts.append(track.notes.numpy())
-        voices.append(
-            Voice(
-                name=track.name,
-                program=int(track.program),
-                is_drum=bool(track.is_drum),
-                channel=DRUM_CHANNEL if track.is_drum else None,
-            )
-        )
+        parts.append(notes.numpy())
+        voices.append(_symusic_voice(track.name, track.program, track.is_drum))
     sizes = [len(p["time"]) for p in parts]
     if sum(sizes) > MAX_NOTES:
         raise AnalysisError(f"more than {MAX_NOTES} notes")
-    tempos = score.tempos.numpy()
-    ts = score.time_signatures.numpy()  # arrays: iterating the pybind list costs more
-    sigs = tuple(zip(ts["time"].tolist(), ts["numerator"].tolist(), ts["denominator"].tolist(),
-                     strict=True))
+    tempo_ticks, tempo_mspq = _event_columns(score.tempos, ("time", "mspq"))
+    ts_ticks, numerators, denominators = _event_columns(
+        score.time_signatures, ("time", "numerator", "denominator"))
+    sigs = tuple(zip(ts_ticks.tolist(), numerators.tolist(), denominators.tolist(), strict=True))
     if len(parts) == 1:  # the common case (a loop, a split part): no copies
         only = parts[0]
-        start, dur = only["time"].astype(np.int64), only["duration"].astype(np.int64)
+        start, dur = only["time"].astype(np.int64), only["duration"]
         pitch, vel = only["pitch"].astype(np.int16), only["velocity"].astype(np.int16)
         voice = np.zeros(sizes[0], dtype=np.int16)
     elif parts:
         start = np.concatenate([p["time"] for p in parts]).astype(np.int64)
-        dur = np.concatenate([p["duration"] for p in parts]).astype(np.int64)
+        dur = np.concatenate([p["duration"] for p in parts])
         pitch = np.concatenate([p["pitch"] for p in parts]).astype(np.int16)
         vel = np.concatenate([p["velocity"] for p in parts]).astype(np.int16)
         voice = np.repeat(np.arange(len(parts), dtype=np.int16), sizes)
@@ -166,16 +166,35 @@ def _parse_symusic(data: bytes, chunks: _Chunks) -> ParsedMidi:
     return _assemble(
         chunks,
         start,
-        start + np.maximum(dur, 0),
+        start + np.maximum(dur, 0),  # int64: the int32 durations widen in the sum
         pitch,
         vel,
         voice,
         tuple(voices),
-        tempos["time"].astype(np.int64),
-        tempos["mspq"].astype(np.int64),
+        tempo_ticks,
+        tempo_mspq,
         sigs,
         "symusic",
     )
+
+
+@functools.lru_cache(maxsize=1024)
+def _symusic_voice(name: str, program: int, is_drum: bool) -> Voice:
+    """The voice of a symusic track. Voices are immutable and a library holds few distinct
+    ones, so they are shared between files rather than built again for each."""
+    return Voice(name=name, program=program, is_drum=is_drum,
+                 channel=DRUM_CHANNEL if is_drum else None)
+
+
+def _event_columns(events: Any, names: tuple[str, ...]) -> list[np.ndarray]:
+    """int64 columns of a symusic event list (tempi, time signatures): one event read as
+    Python attributes (the usual case, a tenth of the cost of ``numpy()``), more through
+    ``numpy()``."""
+    if len(events) == 1:
+        only = events[0]
+        return [np.array([getattr(only, name)], dtype=np.int64) for name in names]
+    columns = events.numpy()
+    return [columns[name].astype(np.int64) for name in names]
 
 
 def _assemble(
@@ -192,8 +211,12 @@ def _assemble(
     parser: str,
 ) -> ParsedMidi:
     """Tidy the tempo map (one value per tick, positive tempi)."""
-    keep = tempo_mspq > 0
-    tempo_ticks, tempo_mspq = tempo_ticks[keep], tempo_mspq[keep]
+    if tempo_mspq.size == 1:  # the usual map: nothing to sort or merge
+        if tempo_mspq[0] <= 0:
+            tempo_ticks, tempo_mspq = tempo_ticks[:0], tempo_mspq[:0]
+    else:
+        keep = tempo_mspq > 0
+        tempo_ticks, tempo_mspq = tempo_ticks[keep], tempo_mspq[keep]
     if tempo_ticks.size > 1:
         t_order = np.argsort(tempo_ticks, kind="stable")
         tempo_ticks, tempo_mspq = tempo_ticks[t_order], tempo_mspq[t_order]
@@ -209,7 +232,7 @@ def _assemble(
         voices=voices,
         tempo_ticks=tempo_ticks,
         tempo_mspq=tempo_mspq,
-        time_signatures=tuple(sorted(sigs)),
+        time_signatures=tuple(sorted(sigs)) if len(sigs) > 1 else sigs,
         track_count=chunks.count,
         parser=parser,
     )

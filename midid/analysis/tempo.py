@@ -124,7 +124,10 @@ def _scored(
     smooth = _SMOOTH_SPECTRA.get(n)
     if smooth is None:
         smooth = _SMOOTH_SPECTRA.setdefault(n, np.fft.rfft(_SMOOTH, n))
-    spec = np.fft.rfft(env - (total / size)[:, None], n, axis=1) * smooth
+    # Zero-padded here rather than by rfft's ``n``: pocketfft's own padding is slower.
+    centred = np.zeros((env.shape[0], n))
+    np.subtract(env, (total / size)[:, None], out=centred[:, :size])
+    spec = np.fft.rfft(centred, axis=1) * smooth
     acf = envelope_acf(env, total, _MAX_LAG + 2, _SMOOTH_ACF)
     return tempo_features(
         acf, spec, np.maximum(total, 1e-9), onset_frames, size, n,

@@ -57,6 +57,13 @@ def opening_tempo(midi: ParsedMidi, first_tick: int, until_tick: int) -> float |
     ticks, mspq = midi.tempo_ticks, midi.tempo_mspq
     if not ticks.size:
         return None
+    if ticks.size == 1:  # the usual map: the same test on plain ints
+        tick, only = int(ticks[0]), int(mspq[0])
+        if tick <= first_tick:
+            return round(60e6 / only, 2)
+        if tick <= until_tick and only != DEFAULT_MSPQ:
+            return None
+        return round(60e6 / DEFAULT_MSPQ, 2)
     at = bisect.bisect_right(ticks.tolist(), first_tick) - 1
     value = int(mspq[at]) if at >= 0 else DEFAULT_MSPQ
     inside = mspq[(ticks > first_tick) & (ticks <= until_tick)]
