@@ -169,7 +169,7 @@ def process_kind(cmdline: str) -> str:
     """Driver, pool worker or Ray service, from a command line (Ray actors retitle themselves)."""
     if "py-spy" in cmdline.split(" ", 1)[0]:
         return "profiler (py-spy)"
-    if "midictl" in cmdline:
+    if "midictl" in cmdline or "midid.ctl" in cmdline:
         return "driver (midictl)"
     if cmdline.startswith("ray::_Worker") or "default_worker.py" in cmdline:
         return "Ray workers (pools)"
