@@ -45,7 +45,8 @@ def analyze_bytes(
 ) -> Analysis:
     """Analyse one standard MIDI file (RIFF RMID already unwrapped).
 
-    ``filename_bpm`` is used as ``bpm`` when the file has no set-tempo event; ``prior_tags``
+    ``filename_bpm`` is used as ``bpm`` when the file has no set-tempo event, and picks the
+    octave of ``bpm_estimate`` among the relatives the onsets allow; ``prior_tags``
     are filename/folder words ("bass", "kick", "loop") that guide, but do not override, the
     category. Raises :class:`AnalysisError` when the bytes hold nothing readable.
     """
@@ -77,6 +78,7 @@ def analyze_bytes(
     bpm_estimate = estimate_bpm(
         onset_s, midi.velocity / 127.0, onset_roles(midi.pitch, drum),
         None if opening is None else MetaGrid(midi.start, tpq, opening),
+        filename_bpm,
     )
     if tempo.bpm is not None:
         bpm, source = tempo.bpm, "meta"

@@ -37,6 +37,8 @@ MAX_SECONDS = 20.0  # the first 20 s (8 bars at 96 BPM) are plenty to find a loo
 MIN_ONSETS = 8
 GRID_SHARE = 0.95  # share of onsets on the tick grid that makes a file quantised
 BPM_RANGE = (40.0, 320.0)
+OCTAVE_FACTORS = (0.5, 2 / 3, 1.0, 1.5, 2.0)  # relatives of a tempo that onsets confuse with it
+HINT_TOLERANCE = 0.05  # a file-name tempo this close to one relative picks it (see estimate_bpm)
 CANDIDATES = np.geomspace(BPM_RANGE[0], BPM_RANGE[1], 360)  # 0.6 % apart
 ROLES = ("all", "low", "back", "high")
 # (role, lag in beats) autocorrelation readings.
@@ -108,6 +110,7 @@ WEIGHTS = np.array([
 
 _CROSS_COLS = np.array([RATES.index(c) for c in CROSS])
 _LOG_STEP = math.log(CANDIDATES[1] / CANDIDATES[0])
+_REFINE_LOG = math.log(1.03)  # a hinted relative is refined on the score within +-3 % of it
 _SMOOTH_SPECTRA: dict[int, np.ndarray] = {}  # rfft of _SMOOTH per FFT length (a few dozen)
 
 
@@ -157,7 +160,8 @@ class MetaGrid:
 
 
 def estimate_bpm(
-    onset_s: np.ndarray, weight: np.ndarray, role: np.ndarray, meta: MetaGrid | None = None
+    onset_s: np.ndarray, weight: np.ndarray, role: np.ndarray, meta: MetaGrid | None = None,
+    hint: float | None = None,
 ) -> float | None:
     """Beats (quarter notes) per minute from onset times in seconds; None with fewer than
     MIN_ONSETS distinct onset frames.
@@ -168,18 +172,45 @@ def estimate_bpm(
     file), the notes were written on that tempo's beats, so it is their tempo by
     construction (a scan of the onsets in seconds could only return it or a multiple of it)
     and it is returned without the scan. Performances (onsets off the tick grid) are scanned.
+
+    ``hint`` is the tempo a file name gives ("..._140bpm_..."). Onsets tell a tempo's family
+    far better than its octave (half time, double time, 2/3 and 3/2 differ only in which
+    pulse is called the beat), and a pack's name is exactly a statement of which pulse is
+    meant; so the hint chooses among the octave relatives of the onsets' tempo, within
+    HINT_TOLERANCE of one of them, and a scanned relative is refined on the score around it.
+    A hint that is no octave relative of what the onsets say is ignored: it cannot override
+    them.
     """
     if meta is not None and meta.start.size:
         on_grid, frames = grid_onsets(meta.start, onset_s, meta.tpq, FRAME_RATE,
                                       int(MAX_SECONDS * FRAME_RATE))
         if on_grid >= GRID_SHARE * meta.start.size:
-            return round(meta.bpm, 2) if frames >= MIN_ONSETS else None
+            if frames < MIN_ONSETS:
+                return None
+            return round(meta.bpm * _hinted_factor(meta.bpm, hint), 2)
     scored = _scored(onset_s, weight, role)
     if scored is None:
         return None
     score = scored[1]
     best = int(score.argmax())
-    return round(_parabolic(CANDIDATES, score, best), 2)
+    tempo = _parabolic(CANDIDATES, score, best)
+    factor = _hinted_factor(tempo, hint)
+    if factor != 1.0:
+        near = np.flatnonzero(np.abs(np.log(CANDIDATES / (tempo * factor))) <= _REFINE_LOG)
+        tempo = _parabolic(CANDIDATES, score, int(near[score[near].argmax()]))
+    return round(tempo, 2)
+
+
+def _hinted_factor(tempo: float, hint: float | None) -> float:
+    """The octave factor that takes ``tempo`` within HINT_TOLERANCE of ``hint`` (1.0 when
+    none does, or when that relative falls outside BPM_RANGE)."""
+    if hint is None or not hint > 0:
+        return 1.0
+    factor = min(OCTAVE_FACTORS, key=lambda f: abs(math.log(tempo * f / hint)))
+    relative = tempo * factor
+    if abs(relative / hint - 1.0) > HINT_TOLERANCE or not BPM_RANGE[0] <= relative <= BPM_RANGE[1]:
+        return 1.0
+    return factor
 
 
 def _parabolic(x: np.ndarray, y: np.ndarray, i: int) -> float:
