@@ -103,7 +103,8 @@ class RayConfig:
 @dataclass
 class PipelineConfig:
     analyze_actors: int = _spec(0, allowed="0 (one per CPU) or a positive integer", check=_nonnegative)
-    split_actors: int = _spec(1, allowed="a positive integer", check=_positive)
+    split_actors: int = _spec(0, allowed="0 (split shares the analyze actors) or a positive integer",
+                              check=_nonnegative)
     batch_size: int = _spec(256, allowed="an integer from 1 to 10000", check=lambda v: 1 <= v <= 10_000)
     max_in_flight: int = _spec(2, allowed="batches in flight per actor, 1 to 16", check=lambda v: 1 <= v <= 16)
     local_below: int = _spec(2000, allowed="files; smaller one-shot jobs run in-process without Ray",

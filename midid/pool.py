@@ -4,8 +4,10 @@ This is the only module that knows about Ray. The engine hands a runner batches 
 gets back outcomes; the same `midid.tasks` functions run either way, so a one-shot import of
 a handful of files needs no Ray start-up (~2 s) while the daemon keeps one Ray for its life.
 
-A Ray pool keeps at most `actors × max_in_flight` batches outstanding (backpressure: memory
-stays flat however large the import). Every batch in flight on a pool when one of its actors
+A Ray pool keeps at most `actors × max_in_flight` batches of each stage outstanding
+(backpressure: memory stays flat however large the import). By default split shares the
+analyze actors (`[pipeline] split_actors = 0`): splitting is ~2 % of the compute, and a
+process of its own cost ~130 MiB of PSS and its start-up. Every batch in flight on a pool when one of its actors
 dies (a native crash or the OOM killer on a hostile file, or a hung batch we kill) becomes a
 suspect; suspects run one at a time with the pool otherwise idle, so a suspect that kills its
 worker alone is guilty and is bisected until the one poisoned task is isolated and reported as
@@ -161,18 +163,25 @@ class RayRunner:
         # them across the nodes of a cluster.
         worker_cls = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0,
                                 scheduling_strategy="SPREAD")(worker or _Worker)
-        self.pools: dict[str, list[Any]] = {kind: [worker_cls.remote() for _ in range(max(1, n))]
-                                            for kind, n in sizes.items()}
+        # A stage sized 0 shares the actors of the first stage that has its own.
+        own = {kind: [worker_cls.remote() for _ in range(n)] for kind, n in sizes.items() if n > 0}
+        if not own:
+            raise ValueError("at least one stage needs its own actors")
+        self.pools: dict[str, list[Any]] = {kind: own.get(kind) or next(iter(own.values()))
+                                            for kind in sizes}
         self.max_in_flight = max_in_flight
         self.batch_timeout_s = batch_timeout_s
         self.in_flight: dict[Any, Batch] = {}
         self.load: dict[int, int] = {}
         self._suspects: list[Batch] = []
 
+    def _shares_pool(self, batch: Batch, kind: str) -> bool:
+        return self.pools[batch.kind] is self.pools[kind]
+
     def capacity(self, kind: str) -> int:
         self.check()
-        if any(b.kind == kind for b in self._suspects) or any(
-                b.kind == kind and b.attempt for b in self.in_flight.values()):
+        if any(self._shares_pool(b, kind) for b in self._suspects) or any(
+                self._shares_pool(b, kind) and b.attempt for b in self.in_flight.values()):
             return 0
         busy = sum(1 for b in self.in_flight.values() if b.kind == kind)
         return len(self.pools[kind]) * self.max_in_flight - busy
@@ -251,9 +260,10 @@ class RayRunner:
             self.lost = str(exc)
 
     def _send_suspects(self) -> None:
-        """A suspect runs alone in its pool, so a crash can only be its own doing."""
+        """A suspect runs alone in its pool (whatever stages share it), so a crash can only be
+        its own doing."""
         for suspect in list(self._suspects):
-            if not any(b.kind == suspect.kind for b in self.in_flight.values()):
+            if not any(self._shares_pool(b, suspect.kind) for b in self.in_flight.values()):
                 self._suspects.remove(suspect)
                 self._send(suspect)
 
@@ -283,9 +293,9 @@ class RayRunner:
     def shutdown(self) -> None:
         # The actors of a lost Ray died with it, and asking its GCS to kill them would only wait.
         if self.lost is None:
-            for pool in self.pools.values():
-                for actor in pool:
-                    self._ray.kill(actor)
+            actors = {id(a): a for pool in self.pools.values() for a in pool}
+            for actor in actors.values():
+                self._ray.kill(actor)
         self.pools.clear()
         self.in_flight.clear()
 
@@ -307,6 +317,8 @@ class _Worker:
 
 
 def pool_sizes(analyze_actors: int, split_actors: int) -> dict[str, int]:
+    """Actors per stage from the config: analyze 0 = one per CPU; split 0 = none of its own
+    (it shares the analyze actors)."""
     cpus = os.cpu_count() or 1
     return {"analyze": analyze_actors or cpus, "split": split_actors}
 

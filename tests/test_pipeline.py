@@ -133,7 +133,9 @@ class PoisonWorker(_Worker):
         return super().run(kind, tasks)
 
 
-def test_a_file_that_kills_its_worker_is_isolated_and_the_rest_analysed(tmp_path: Path, sample_midi, ray_local) -> None:
+@pytest.mark.parametrize("split_actors", [1, 0], ids=["own-split-actor", "split-shares-analyze-actors"])
+def test_a_file_that_kills_its_worker_is_isolated_and_the_rest_analysed(tmp_path: Path, sample_midi, ray_local,
+                                                                         split_actors: int) -> None:
     src = tmp_path / "src"
     src.mkdir()
     base = sample_midi[0].read_bytes()
@@ -143,7 +145,8 @@ def test_a_file_that_kills_its_worker_is_isolated_and_the_rest_analysed(tmp_path
     config = write_config(tmp_path, "[pipeline]\nbatch_size = 8\n")
     # Ray workers cannot import this test module: ship the class by value.
     ray_local.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    runner = RayRunner({"analyze": 2, "split": 1}, max_in_flight=2, worker=PoisonWorker)
+    runner = RayRunner({"analyze": 2, "split": split_actors}, max_in_flight=2, worker=PoisonWorker)
+    assert (runner.pools["split"] is runner.pools["analyze"]) == (split_actors == 0)
     try:
         lib, engine = import_and_run(config, src, runner)
     finally:
