@@ -152,7 +152,9 @@ def report_profile(raw: Path) -> None:
         # With --subprocesses a stack starts with the chain of processes down to the sampled one.
         parts = stack.split(";")
         chain = [p for p in parts if p.startswith("process ")]
-        kind = _kind(chain[-1] if chain else "")
+        # The first process is the one py-spy started, midictl (its label can be empty: py-spy
+        # may fail to read the command line of the process it spawned).
+        kind = "driver (midictl)" if len(chain) == 1 else _kind(chain[-1] if chain else "")
         n = int(count)
         totals[kind] += n
         names = [_LINE.sub(")", f) for f in parts[len(chain):]]
