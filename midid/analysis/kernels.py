@@ -416,11 +416,13 @@ def tempo_features(
     prior: np.ndarray,
     frame_rate: float,
     weights: np.ndarray,
+    keep_features: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The (candidates, features) matrix of :func:`.tempo.features`, and its product with
     ``weights`` (the score of each candidate), from the raw
     autocorrelation (roles x lags, lag 0 first) and spectrum (roles x bins) of envelopes of
-    ``size`` frames, zero-padded to ``fft_size``."""
+    ``size`` frames, zero-padded to ``fft_size``. Without ``keep_features`` the matrix is one
+    scratch row (only the fit reads the features; the estimate needs the score alone)."""
     n_roles, n_lags = acf.shape
     norm = np.empty((n_roles, n_lags))
     for r in range(n_roles):
@@ -434,7 +436,7 @@ def tempo_features(
     n_rates = bin_per_n.shape[1]
     n_cross = cross_cols.size
     n_feat = n_read + n_roles * n_rates + n_cross + 2 * n_roles + prior.shape[1]
-    out = np.empty((n_cand, n_feat))
+    out = np.empty((n_cand if keep_features else 1, n_feat))
     last_bin = spec.shape[1] - 1
     # |spectrum| / total weight once per bin (many candidates share a bin), with sqrt rather
     # than abs(): abs of a complex is hypot, several times slower.
@@ -444,7 +446,14 @@ def tempo_features(
             mag[r, b] = np.sqrt(spec[r, b].real ** 2 + spec[r, b].imag ** 2) / env_total[r]
     score = np.empty(n_cand)
     bins = np.empty(n_rates, dtype=np.int64)
+    # log2(onsets per beat) = log2(onsets per frame x frames per minute) - log2(bpm): one log
+    # per role and one per candidate instead of one per pair.
+    log_rate = np.empty(n_roles)
+    for r in range(n_roles):
+        log_rate[r] = np.log2(60.0 * frame_rate / size * max(onset_frames[r], 0.5))
     for c in range(n_cand):
+        row = c if keep_features else 0
+        log_bpm = np.log2(candidates[c])
         # The score is summed as each feature is written, in column order (the same sum as
         # a row of ``out @ weights`` taken left to right, without reading ``out`` again).
         total = 0.0
@@ -452,7 +461,7 @@ def tempo_features(
         for j in range(n_read):
             g = gather[c, j]
             value = (flat[g] * (1.0 - frac[c, j]) + flat[g + 1] * frac[c, j]) * inside[c, j]
-            out[c, col] = value
+            out[row, col] = value
             total += value * weights[col]
             col += 1
         for q in range(n_rates):  # every role reads the same bins
@@ -460,7 +469,7 @@ def tempo_features(
         for r in range(n_roles):
             for q in range(n_rates):
                 value = mag[r, bins[q]]
-                out[c, col] = value
+                out[row, col] = value
                 total += value * weights[col]
                 col += 1
         for q in range(n_cross):
@@ -469,20 +478,19 @@ def tempo_features(
             both = mag[1, b] * mag[2, b] * env_total[1] * env_total[2]
             dot = low.real * back.real + low.imag * back.imag
             value = dot / both if both > 0 else 0.0
-            out[c, col] = value
+            out[row, col] = value
             total += value * weights[col]
             col += 1
         for r in range(n_roles):
-            per_beat = np.log2(60.0 * frame_rate / size / candidates[c]
-                               * max(onset_frames[r], 0.5))
+            per_beat = log_rate[r] - log_bpm
             square = per_beat * per_beat
-            out[c, col] = per_beat
-            out[c, col + 1] = square
+            out[row, col] = per_beat
+            out[row, col + 1] = square
             total += per_beat * weights[col]
             total += square * weights[col + 1]
             col += 2
         for j in range(prior.shape[1]):
-            out[c, col] = prior[c, j]
+            out[row, col] = prior[c, j]
             total += prior[c, j] * weights[col]
             col += 1
         score[c] = total

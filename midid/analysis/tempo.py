@@ -115,9 +115,10 @@ _SMOOTH_SPECTRA: dict[int, np.ndarray] = {}  # rfft of _SMOOTH per FFT length (a
 
 
 def _scored(
-    onset_s: np.ndarray, weight: np.ndarray, role: np.ndarray
+    onset_s: np.ndarray, weight: np.ndarray, role: np.ndarray, keep_features: bool = False
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """(features, score) of every candidate (see :func:`features`), None with too few onsets."""
+    """(features, score) of every candidate (see :func:`features`; without ``keep_features``
+    the features are a scratch row), None with too few onsets."""
     env, total, onset_frames = onset_envelopes(
         onset_s, weight, role, FRAME_RATE, int(MAX_SECONDS * FRAME_RATE), len(ROLES))
     if onset_frames[0] < MIN_ONSETS:
@@ -135,7 +136,7 @@ def _scored(
     return tempo_features(
         acf, spec, np.maximum(total, 1e-9), onset_frames, size, n,
         _GATHER, _FRAC, _INSIDE, _BIN_PER_N, _CROSS_COLS, CANDIDATES, _PRIOR, FRAME_RATE,
-        WEIGHTS,
+        WEIGHTS, keep_features,
     )
 
 
@@ -144,7 +145,7 @@ def features(onset_s: np.ndarray, weight: np.ndarray, role: np.ndarray) -> np.nd
 
     ``onset_s`` in seconds (any order), ``weight`` per-onset strength (velocity / 127),
     ``role`` indexes ROLES[1:] or is -1."""
-    scored = _scored(onset_s, weight, role)
+    scored = _scored(onset_s, weight, role, keep_features=True)
     return None if scored is None else scored[0]
 
 
