@@ -177,21 +177,14 @@ def onset_roles(pitch: np.ndarray, drum: np.ndarray) -> np.ndarray:
 
 def _drum_notes(midi: ParsedMidi, tags: Sequence[str]) -> np.ndarray:
     """Per-note drum flag: channel-10 voices plus voices that look like a kit."""
-    if len(midi.voices) == 1:  # a loop, a split part: one decision, no per-voice masks
-        only = midi.voices[0]
-        kit = only.is_drum or looks_like_kit(
-            midi.pitch, names_say_drums([only.name]), names_say_drums(tags))
-        return np.full(midi.voice.size, kit, dtype=bool)
     tagged = names_say_drums(tags)
-    is_kit = np.zeros(len(midi.voices), dtype=bool)
-    for i, voice in enumerate(midi.voices):
-        if voice.is_drum:
-            is_kit[i] = True
-        else:
-            is_kit[i] = looks_like_kit(
-                midi.pitch[midi.voice == i], names_say_drums([voice.name]), tagged
-            )
-    return is_kit[midi.voice] if midi.voice.size else np.zeros(0, dtype=bool)
+    one = len(midi.voices) == 1  # a loop, a split part: its notes are the voice's, no masks
+    is_kit = [voice.is_drum or looks_like_kit(midi.pitch if one else midi.pitch[midi.voice == i],
+                                              names_say_drums([voice.name]), tagged)
+              for i, voice in enumerate(midi.voices)]
+    if one:
+        return np.full(midi.voice.size, is_kit[0], dtype=bool)
+    return np.array(is_kit, dtype=bool)[midi.voice] if midi.voice.size else np.zeros(0, dtype=bool)
 
 
 def _tag_words(tags: Sequence[str]) -> list[str]:
