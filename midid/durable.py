@@ -8,8 +8,8 @@ durable with a second `syncfs`. A crash leaves at most files in the staging fold
 next start removes.
 
 Creating a small file is kernel work (inode, directory entry, page cache) that costs 20 us on a
-warm ext4 and, measured on this project's 2-core VMs, 50-900 us while the file system is still
-reusing the inodes of files deleted shortly before. That was most of the import driver's CPU
+warm ext4 and, measured on this project's 2-core VMs, 200-900 us for the first thousands of
+files created soon after many were deleted. That was most of the import driver's CPU
 time. The driver is single-threaded Python, so the files of a batch are written by one
 background thread (the system calls release the GIL) while the driver goes on preparing the
 rest of the batch; `publish` waits for them, so nothing changes in what is durable when.
@@ -107,13 +107,11 @@ class BatchWriter:
             self._writing.append(_writer_pool().submit(_write_new, self._queued))
             self._queued = []
 
-    def _written(self) -> None:
-        """Wait for every staged write; raise the first error (ENOSPC, EROFS...) among them."""
+    def _wait(self) -> list[BaseException]:
+        """Hand over what is queued and wait for every staged write; the errors among them."""
         self._hand_over()
         writing, self._writing = self._writing, []
-        errors = [exc for exc in (f.exception() for f in writing) if exc is not None]
-        if errors:
-            raise errors[0]
+        return [exc for exc in (f.exception() for f in writing) if exc is not None]
 
     def add_link_or_copy(self, relpath: str, source: Path) -> None:
         """A hard link to the source when the file system allows, else a copy (same bytes)."""
@@ -130,7 +128,9 @@ class BatchWriter:
         """Durable data, then atomic renames, then durable directory entries."""
         if not self.staged:
             return
-        self._written()
+        errors = self._wait()
+        if errors:
+            raise errors[0]  # ENOSPC, EROFS...: nothing of the batch is published
         syncfs(self.root)
         made: set[Path] = set()
         for item in self.staged:
@@ -143,9 +143,7 @@ class BatchWriter:
 
     def discard(self) -> None:
         self._queued = []
-        for future in self._writing:
-            future.exception()  # wait: a write still running must not outlive its unlink
-        self._writing = []
+        self._wait()  # a write still running must not outlive its unlink
         for item in self.staged:
             try:
                 item.tmp.unlink()

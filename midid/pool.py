@@ -7,10 +7,12 @@ a handful of files needs no Ray start-up (~2 s) while the daemon keeps one Ray f
 A Ray pool keeps at most `actors × max_in_flight` batches of each stage outstanding
 (backpressure: memory stays flat however large the import). By default split shares the
 analyze actors (`[pipeline] split_actors = 0`): splitting is ~2 % of the compute, and a
-process of its own cost ~130 MiB of PSS and its start-up. Every batch in flight on a pool when one of its actors
-dies (a native crash or the OOM killer on a hostile file, or a hung batch we kill) becomes a
-suspect; suspects run one at a time with the pool otherwise idle, so a suspect that kills its
-worker alone is guilty and is bisected until the one poisoned task is isolated and reported as
+process of its own cost ~130 MiB of PSS and its start-up.
+
+Every batch in flight on a pool when one of its actors dies (a native crash or the OOM killer
+on a hostile file, or a hung batch we kill) becomes a suspect; suspects run one at a time with
+the pool otherwise idle (no batch of any stage sharing it), so a suspect that kills its worker
+alone is guilty and is bisected until the one poisoned task is isolated and reported as
 failed. Innocent batches just finish on their second run. Ray restarts the actor.
 
 A head that goes away looks, from here, exactly like that crash: every batch fails with the
