@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from symusic import Note, Score, Track
 
 from midid.analysis import Analysis, AnalysisError, analyze_bytes
 from midid.analysis.chords import progression, roman
@@ -145,30 +144,6 @@ def test_filename_bpm_picks_the_octave_of_a_quantised_estimate() -> None:
     assert analyze_bytes(data, filename_bpm=140.0).bpm_estimate == 140.0
     assert analyze_bytes(data, filename_bpm=105.0).bpm_estimate == 105.0  # 1.5x
     assert analyze_bytes(data, filename_bpm=88.0).bpm_estimate == 70.0  # 1.26x: not a relative
-
-
-def retimed_performance(path: Path) -> bytes:
-    """A Groove performance without its tempo events, ticks re-timed to real seconds (at the
-    default 120 BPM), so only the onsets can tell its tempo."""
-    sec = Score.from_midi(path.read_bytes()).to("second")
-    out = Score(TPQ)
-    for track in sec.tracks:
-        new = Track(track.name, track.program, track.is_drum)
-        for n in track.notes:
-            new.notes.append(Note(round(n.time * 2 * TPQ), max(1, round(n.duration * 2 * TPQ)),
-                                  n.pitch, n.velocity))
-        out.tracks.append(new)
-    return out.dumps_midi()
-
-
-def test_filename_bpm_picks_the_octave_of_a_scanned_estimate() -> None:
-    data = retimed_performance(DATA / "9_latin-merengue_158_beat_4-4.mid")
-    plain = analyze_bytes(data).bpm_estimate
-    assert plain == pytest.approx(158, rel=0.04)
-    for factor in (0.5, 2 / 3, 1.5, 2.0):
-        hinted = analyze_bytes(data, filename_bpm=plain * factor).bpm_estimate
-        assert hinted == pytest.approx(plain * factor, rel=0.03)  # refined on the score nearby
-    assert analyze_bytes(data, filename_bpm=plain * 1.25).bpm_estimate == plain
 
 
 def test_type0_file_mixing_drums_and_bass() -> None:

@@ -50,6 +50,16 @@ def retime_to_seconds(data: bytes) -> bytes:
     return out.dumps_midi()
 
 
+def test_filename_bpm_picks_the_octave_of_a_scanned_estimate() -> None:
+    data = retime_to_seconds(GROOVE_FILE.read_bytes())  # onsets only
+    plain = analyze_bytes(data).bpm_estimate
+    assert plain == pytest.approx(158, rel=0.04)
+    for factor in (0.5, 2 / 3, 1.5, 2.0):
+        hinted = analyze_bytes(data, filename_bpm=plain * factor).bpm_estimate
+        assert hinted == pytest.approx(plain * factor, rel=0.03)  # refined on the score nearby
+    assert analyze_bytes(data, filename_bpm=plain * 1.25).bpm_estimate == plain
+
+
 def mirex(est: tuple[str, str], ref: tuple[str, str]) -> float:
     (et, em), (rt, rm) = est, ref
     step = (TONICS.index(et) - TONICS.index(rt)) % 12
