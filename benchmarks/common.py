@@ -111,19 +111,25 @@ def self_peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _stat_fields(pid: int | str) -> list[bytes] | None:
+    """/proc/<pid>/stat from the state field on (None once the process is gone). The command
+    name before it may hold spaces and parentheses: fields resume after the last ')'."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return stat[stat.rindex(b")") + 2:].split()
+
+
 def _children_map() -> dict[int, list[int]]:
     out: dict[int, list[int]] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # The command name may hold spaces and parentheses: fields resume after the last ')'.
-        ppid = int(stat[stat.rindex(b")") + 2:].split()[1])
-        out.setdefault(ppid, []).append(int(entry.name))
+        fields = _stat_fields(entry.name)
+        if fields is not None:
+            out.setdefault(int(fields[1]), []).append(int(entry.name))
     return out
 
 
@@ -154,14 +160,14 @@ def _rss_pss_kib(pid: int) -> tuple[int, int]:
 
 def _cpu_seconds_and_name(pid: int) -> tuple[float, str] | None:
     """(user + system CPU seconds, command line) of a process, None once it is gone."""
+    fields = _stat_fields(pid)
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             cmdline = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
     except OSError:
         return None
-    fields = stat[stat.rindex(b")") + 2:].split()
+    if fields is None:
+        return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), cmdline
 
 
