@@ -78,7 +78,7 @@ def analyze_bytes(
     bpm_estimate = estimate_bpm(
         onset_s, midi.velocity / 127.0, onset_roles(midi.pitch, drum),
         None if opening is None else MetaGrid(midi.start, tpq, opening),
-        filename_bpm,
+        hint=filename_bpm,
     )
     if tempo.bpm is not None:
         bpm, source = tempo.bpm, "meta"
