@@ -395,6 +395,15 @@ def main(argv: list[str] | None = None) -> None:
         c, t = chord_accuracy(song, blob, res.chords)
         chord_parts.append((fit, c, t))
     acc.append(("key MIREX, POP909 (midid)", halves(key_scores)))
+    by_track: dict[str, list[tuple[bool, float]]] = {}
+    for s, b in zip(songs, pop_blobs, strict=True):
+        for name, blob in track_files(b).items():
+            res = analyze_bytes(blob)
+            if res.key_tonic is not None:
+                by_track.setdefault(name, []).append((int(s.name) <= 150, mirex(
+                    (pitch_class(res.key_tonic), res.key_mode), longest_key(s))))
+    for name, scores in sorted(by_track.items()):
+        acc.append((f"key MIREX, POP909 {name.lower()} track alone (midid)", halves(scores)))
     acc.append(("key MIREX, POP909 (Albrecht-Shanahan profile)",
                 halves((int(s.name) <= 150, mirex(albrecht_shanahan_key(b), longest_key(s)))
                        for s, b in zip(songs, pop_blobs, strict=True))))
@@ -464,21 +473,24 @@ def main(argv: list[str] | None = None) -> None:
 
 # ----- fitting (softmax regression, numpy Adam) -----------------------------------------
 def softmax_fit(x: np.ndarray, target: np.ndarray, w0: np.ndarray, l2: float,
-                steps: int = 3000, lr: float = 0.05) -> np.ndarray:
+                steps: int = 3000, lr: float = 0.05,
+                sample_weight: np.ndarray | None = None) -> np.ndarray:
     """Weights w maximising log P(target) with P = softmax over candidates of x @ w.
 
     ``x`` is (items, candidates, features); ``target`` a boolean (items, candidates) mask of
-    the right answers. L2 pulls w towards the starting point ``w0``."""
+    the right answers; ``sample_weight`` (items,) how much each item counts (default 1).
+    L2 pulls w towards the starting point ``w0``."""
     w, m, v = w0.copy(), np.zeros_like(w0), np.zeros_like(w0)
     ok = target.any(axis=1)
     x, target = x[ok], target[ok]
+    weight = np.ones(len(x)) if sample_weight is None else sample_weight[ok] / sample_weight[ok].mean()
     for t in range(1, steps + 1):
         s = x @ w
         p = np.exp(s - s.max(axis=1, keepdims=True))
         p /= p.sum(axis=1, keepdims=True)
         q = p * target
         q /= q.sum(axis=1, keepdims=True)
-        g = np.einsum("nc,ncf->f", p - q, x) / len(x) + l2 * (w - w0)
+        g = np.einsum("n,nc,ncf->f", weight, p - q, x) / len(x) + l2 * (w - w0)
         m = 0.9 * m + 0.1 * g
         v = 0.999 * v + 0.001 * g * g
         w -= lr * (m / (1 - 0.9**t)) / (np.sqrt(v / (1 - 0.999**t)) + 1e-8)
@@ -496,19 +508,28 @@ def key_inputs(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return m.pitch, (m.end - m.start) / m.tpq, roots
 
 
-def fit_key(l2: float = 3e-4) -> None:
+def fit_key(l2: float = 1e-4) -> None:
     """Key templates: start from Albrecht-Shanahan, fit on POP909 001-150 (and, to show how
-    much the halves differ, on 151-300)."""
+    much the halves differ, on 151-300), on each song and on each of its tracks alone.
+
+    The pipeline analyses every split part as well as the song, so the templates learn from
+    both: each song counts once whole and once spread over its tracks (a track weighs 1 /
+    the song's track count). Scores are printed per kind: whole songs, then each track."""
     from midid.analysis.key import key_features, key_matrix
 
-    songs = pop909_songs()
-    feats, truth, fit = [], [], []
-    for song in songs:
-        feats.append(key_features(*key_inputs((song / f"{song.name}.mid").read_bytes())))
+    feats, truth, fit, kind, weight = [], [], [], [], []
+    for song in pop909_songs():
+        data = (song / f"{song.name}.mid").read_bytes()
         tonic, mode = longest_key(song)
-        truth.append(tonic + 12 * (mode == "minor"))
-        fit.append(int(song.name) <= 150)
-    feats_arr, fit_arr = np.array(feats), np.array(fit)
+        tracks = track_files(data)
+        for name, blob, share in [("song", data, 1.0)] + [
+                (n, b, 1.0 / len(tracks)) for n, b in tracks.items()]:
+            feats.append(key_features(*key_inputs(blob)))
+            truth.append(tonic + 12 * (mode == "minor"))
+            fit.append(int(song.name) <= 150)
+            kind.append(name)
+            weight.append(share)
+    feats_arr, fit_arr, kind_arr = np.array(feats), np.array(fit), np.array(kind)
     n_prof = feats_arr.shape[1] // 12
     # x[n, key, j] = d score(key) / d weight j, since scores are linear in the templates.
     basis = np.eye(2 * n_prof * 12).reshape(-1, 2, n_prof, 12)
@@ -519,15 +540,33 @@ def fit_key(l2: float = 3e-4) -> None:
     w0[:, 0] = z
     target = np.eye(24, dtype=bool)[truth]
     for name, train in (("001-150", fit_arr), ("151-300", ~fit_arr)):
-        w = softmax_fit(x[train], target[train], w0.ravel(), l2=l2)
+        w = softmax_fit(x[train], target[train], w0.ravel(), l2=l2,
+                        sample_weight=np.array(weight)[train])
         best = np.argmax(x @ w, axis=1)
         scores = [mirex((b % 12, ("major", "minor")[b // 12]),
                         (t % 12, ("major", "minor")[t // 12])) for b, t in zip(best, truth)]
-        print(f"key templates fitted on {name}: (001-150, 151-300, all) =",
-              tuple(round(v, 3) for v in halves(zip(fit, scores))))
+        for what in ("song", *sorted(set(kind) - {"song"})):
+            chosen = kind_arr == what
+            print(f"key templates fitted on {name}, {what:8s}: (001-150, 151-300, all) =",
+                  tuple(round(v, 3) for v in halves(
+                      (f, sc) for f, sc, c in zip(fit, scores, chosen) if c)))
         if train is fit_arr:
             templates = w.reshape(2, n_prof, 12)
     print(np.array2string(templates, precision=3, separator=", "))
+
+
+def track_files(data: bytes) -> dict[str, bytes]:
+    """Each note-bearing track of a file alone (with the tempo map and time signatures), by
+    track name: what the split stage hands the analysis."""
+    score = Score.from_midi(data)
+    out = {}
+    for track in score.tracks:
+        if len(track.notes):
+            one = Score(score.ticks_per_quarter)
+            one.tempos, one.time_signatures = score.tempos, score.time_signatures
+            one.tracks.append(track)
+            out[track.name.upper() or f"TRACK{len(out) + 1}"] = one.dumps_midi()
+    return out
 
 
 # A file whose labelled beat has no periodicity in its onsets (autocorrelation of all onsets

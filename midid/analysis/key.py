@@ -7,8 +7,10 @@ of each root, major-third and minor-third chords apart (a song dwells on its ton
 the clearest evidence between C major and A minor, whose notes are the same). Each of the 24
 keys scores the dot product of these profiles, rotated to the key's tonic, with a template per
 mode. The templates started as Albrecht & Shanahan's (2013) profile - the best published
-profile on POP909 - and were fitted by softmax regression on POP909 songs 001-150 (checked on
-151-300, see docs/analysis.md). Confidence is the softmax probability of the winning key.
+profile on POP909 - and were fitted by softmax regression on POP909 songs 001-150, each song
+whole and each of its tracks alone (the pipeline analyses split parts too, and a melody alone
+must not be read against templates that only ever saw full arrangements); checked on 151-300,
+see docs/analysis.md. Confidence is the softmax probability of the winning key.
 """
 
 from __future__ import annotations
@@ -35,24 +37,24 @@ ALBRECHT_SHANAHAN = np.array(
 TEMPLATES = np.array(
     [
         [  # major: duration, bass duration, major-third chord roots, minor-third chord roots
-            [8.272, -0.015, -0.583, -1.781, -0.456, 0.131,
-             -1.447, 6.773, -1.838, -5.969, -3.074, -1.987],
-            [0.949, 0.708, -0.782, -0.456, -2.091, 4.071,
-             -0.123, 4.129, -1.043, -3.367, -2.218, -1.752],
-            [6.035, 1.228, -4.464, -1.686, -3.986, 2.535,
-             0.196, 3.505, -1.705, -0.269, -3.334, -0.029],
-            [-4.058, -0.346, 1.909, 1.695, 3.090, 1.750,
-             -0.114, -5.399, -1.481, 4.820, -1.240, -2.600],
+            [11.434, 2.089, 1.758, -2.308, 3.379, -1.591,
+             -6.188, 8.922, -2.127, -7.34, -5.505, -4.788],
+            [1.762, 1.28, -2.046, 0.402, -2.325, 4.353,
+             -0.76, 3.59, -0.133, -2.584, -0.335, -3.703],
+            [6.386, 5.236, -3.943, -2.815, -3.661, 3.108,
+             -0.112, 3.078, -2.54, -0.403, -4.27, -2.335],
+            [-7.3, -1.672, 1.377, 0.817, 4.869, 1.25,
+             -0.548, -6.531, -0.143, 6.017, -0.339, -0.084],
         ],
         [  # minor: duration, bass duration, major-third chord roots, minor-third chord roots
-            [6.090, -1.551, 1.604, -0.041, 0.545, -0.566,
-             -2.053, 4.091, -0.188, -4.983, -3.006, 2.033],
-            [-0.770, -0.805, 3.899, -0.992, 3.814, -2.644,
-             -1.025, -0.143, 1.368, -2.729, 1.010, 0.992],
-            [-1.205, -3.846, 0.585, 1.428, 0.118, -2.844,
-             0.297, 4.685, 3.630, -3.485, 3.341, -0.731],
-            [6.500, 1.489, -2.987, -1.016, 3.250, 4.198,
-             -3.398, 1.533, -0.659, -1.937, -4.866, -0.131],
+            [6.538, -2.052, 1.586, 2.404, 3.75, 0.054,
+             -3.271, 4.554, -0.914, -10.805, -7.79, 8.221],
+            [-0.216, -1.987, 1.575, 0.42, 1.611, -0.46,
+             -1.095, -0.424, 2.329, -3.425, 0.601, 1.571],
+            [0.609, -6.123, 1.534, 3.103, 3.908, -3.151,
+             3.037, 3.262, 3.598, -6.98, 2.152, -2.677],
+            [8.277, 0.303, -1.713, -3.628, 5.994, 4.486,
+             -7.094, 5.216, 0.773, -5.597, -5.391, 0.574],
         ],
     ]
 )
