@@ -15,6 +15,12 @@ the pool otherwise idle (no batch of any stage sharing it), so a suspect that ki
 alone is guilty and is bisected until the one poisoned task is isolated and reported as
 failed. Innocent batches just finish on their second run. Ray restarts the actor.
 
+"Alone" needs a worker that was alive when the suspect reached it: each suspect goes out right
+behind a ping (`pid`) on the same actor, and actor tasks run in order. When the ping failed
+too, the worker was gone before the suspect ran (its node or Ray going down, an actor that
+cannot start): the suspect is sent again after a back-off, unblamed, and a pool whose workers
+stop answering `MAX_UNANSWERED` times in a row is treated as lost.
+
 A head that goes away looks, from here, exactly like that crash: every batch fails with the
 same `ActorUnavailableError` a hostile file causes. So before blaming the files, the pool asks
 whether the Ray its actors live on still answers (a TCP connect to its GCS, or to the Ray Client
@@ -46,6 +52,10 @@ CRASH_ERROR = "the worker analysing this file crashed or hung (the file is proba
 DRIVER_GCS_TIMEOUT_S = 120
 
 
+MAX_UNANSWERED = 5  # suspects in a row whose worker was already gone: the pool is lost
+BACKOFF_S = (0.25, 0.5, 1.0, 2.0, 4.0)  # before a suspect goes out again after its ping failed
+
+
 class ClusterLost(ConnectionError):
     """The Ray this pool's actors live on stopped answering: they, and the batches on them, are gone."""
 
@@ -58,6 +68,8 @@ class Batch:
     ref: Any = None
     actor: Any = None
     submitted: float = 0.0
+    ping: Any = None  # a suspect's: the `pid` call sent to its actor just before it
+    not_before: float = 0.0  # a suspect waits until then (monotonic) to go out again
 
 
 @dataclass
@@ -160,6 +172,7 @@ class RayRunner:
         self._ray = ray
         self.watch = watch or ray.get_runtime_context().gcs_address
         self.lost: str | None = None
+        self._ray_gone = False  # lost with the Ray itself (not only its workers)
         self._probed = time.monotonic()
         # Actor counts come from the config, so Ray need not ration CPUs among them; SPREAD places
         # them across the nodes of a cluster.
@@ -176,6 +189,10 @@ class RayRunner:
         self.in_flight: dict[Any, Batch] = {}
         self.load: dict[int, int] = {}
         self._suspects: list[Batch] = []
+        self._unanswered = 0  # suspects in a row that found their worker already gone
+        # What a call to a dead or unreachable actor raises: a failed batch, or a failed ping.
+        self._actor_failures = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError,
+                                ray.exceptions.TaskCancelledError, ray.exceptions.ObjectLostError)
 
     def _shares_pool(self, batch: Batch, kind: str) -> bool:
         return self.pools[batch.kind] is self.pools[kind]
@@ -196,6 +213,8 @@ class RayRunner:
         actor = min(pool, key=lambda a: self.load.get(id(a), 0))
         self.load[id(actor)] = self.load.get(id(actor), 0) + 1
         batch.actor, batch.submitted = actor, time.monotonic()
+        if batch.attempt:
+            batch.ping = actor.pid.remote()
         batch.ref = actor.run.remote(batch.kind, list(batch.tasks))
         self.in_flight[batch.ref] = batch
 
@@ -209,6 +228,9 @@ class RayRunner:
         self.check()
         self._send_suspects()
         if not self.in_flight:
+            if self._suspects:  # backing off: wait here rather than have the caller spin
+                soonest = min(s.not_before for s in self._suspects) - time.monotonic()
+                time.sleep(min(max(soonest, 0.0), timeout_s))
             return []
         ready, _ = ray.wait(list(self.in_flight), num_returns=1, timeout=timeout_s)
         if ready:
@@ -228,9 +250,10 @@ class RayRunner:
                     other.submitted = max(other.submitted, now)
             try:
                 out.append(Done(batch.kind, batch.tasks, ray.get(ref)))
-            except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError,
-                    ray.exceptions.TaskCancelledError, ray.exceptions.ObjectLostError) as exc:
+            except self._actor_failures as exc:
                 failed.append((batch, exc))
+            else:
+                self._unanswered = 0
         if failed:
             self._probe_cluster()  # a dead head fails every batch just as a hostile file does
         if self.lost is not None:
@@ -259,13 +282,15 @@ class RayRunner:
         try:
             probe(self.watch, self.probe_timeout_s)
         except ConnectionError as exc:
-            self.lost = str(exc)
+            self.lost, self._ray_gone = str(exc), True
 
     def _send_suspects(self) -> None:
         """A suspect runs alone in its pool (whatever stages share it), so a crash can only be
         its own doing."""
+        now = time.monotonic()
         for suspect in list(self._suspects):
-            if not any(self._shares_pool(b, suspect.kind) for b in self.in_flight.values()):
+            if suspect.not_before <= now and not any(
+                    self._shares_pool(b, suspect.kind) for b in self.in_flight.values()):
                 self._suspects.remove(suspect)
                 self._send(suspect)
 
@@ -276,12 +301,31 @@ class RayRunner:
         if batch.attempt == 0:
             self._suspects.append(Batch(batch.kind, batch.tasks, attempt=1))
             return []
+        if not self._answered(batch.ping):
+            self._unanswered += 1
+            log.warning("its worker was already gone before the batch reached it (%d in a row); "
+                        "the batch is not to blame and goes again", self._unanswered)
+            if self._unanswered >= MAX_UNANSWERED:
+                self.lost = (f"its workers stopped answering ({self._unanswered} times in a row, "
+                             f"last {type(exc).__name__})")
+            backoff = BACKOFF_S[min(self._unanswered, len(BACKOFF_S)) - 1]
+            self._suspects.append(Batch(batch.kind, batch.tasks, attempt=batch.attempt,
+                                        not_before=time.monotonic() + backoff))
+            return []
         if len(batch.tasks) == 1:
             return [Done(batch.kind, batch.tasks, None, CRASH_ERROR)]
         half = len(batch.tasks) // 2
         self._suspects.append(Batch(batch.kind, batch.tasks[:half], attempt=batch.attempt + 1))
         self._suspects.append(Batch(batch.kind, batch.tasks[half:], attempt=batch.attempt + 1))
         return []
+
+    def _answered(self, ping: Any) -> bool:
+        """Whether the worker ran the ping sent just before a suspect: alive when it got there."""
+        try:
+            self._ray.get(ping, timeout=1.0)
+        except (*self._actor_failures, self._ray.exceptions.GetTimeoutError):
+            return False
+        return True
 
     def _kill_hung(self) -> None:
         now = time.monotonic()
@@ -294,7 +338,7 @@ class RayRunner:
 
     def shutdown(self) -> None:
         # The actors of a lost Ray died with it, and asking its GCS to kill them would only wait.
-        if self.lost is None:
+        if not self._ray_gone:
             actors = {id(a): a for pool in self.pools.values() for a in pool}
             for actor in actors.values():
                 self._ray.kill(actor)

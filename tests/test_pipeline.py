@@ -133,6 +133,42 @@ class PoisonWorker(_Worker):
         return super().run(kind, tasks)
 
 
+class GoneWorker(_Worker):
+    """A real actor that is gone before any call reaches it (its node going down, a worker
+    that cannot run anything): every call ends its process before doing anything."""
+
+    def run(self, kind, tasks):  # type: ignore[no-untyped-def]
+        os._exit(3)
+
+    def pid(self) -> int:
+        os._exit(3)
+
+
+class BrokenWorker(_Worker):
+    """A real actor that cannot even start (say, a half-saved edit of the analysis code)."""
+
+    def __init__(self) -> None:
+        raise NameError("name 'half_saved' is not defined")
+
+
+@pytest.mark.parametrize("worker", [GoneWorker, BrokenWorker], ids=["gone-first", "cannot-start"])
+def test_workers_gone_before_a_suspect_reaches_them_blame_no_file(ray_local, worker: type) -> None:
+    """A suspect that dies alone is guilty only if its worker was alive when it got there:
+    here every worker is gone first, so no task may come back blamed; the pool is lost."""
+    ray_local.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    runner = RayRunner({"analyze": 1, "split": 0}, max_in_flight=1, worker=worker)
+    done = []
+    try:
+        runner.submit("analyze", ["a", "b", "c", "d"])
+        deadline = time.monotonic() + 60
+        with pytest.raises(ClusterLost, match="workers stopped answering"):
+            while time.monotonic() < deadline:
+                done += runner.wait(1.0)
+    finally:
+        runner.shutdown()
+    assert done == []
+
+
 @pytest.mark.parametrize("split_actors", [1, 0], ids=["own-split-actor", "split-shares-analyze-actors"])
 def test_a_file_that_kills_its_worker_is_isolated_and_the_rest_analysed(tmp_path: Path, sample_midi, ray_local,
                                                                          split_actors: int) -> None:
