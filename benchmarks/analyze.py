@@ -438,6 +438,12 @@ def main(argv: list[str] | None = None) -> None:
     # cymbal pulses every 0.41 s); shown apart so the score without it is visible too.
     labelled = [(f, r, e) for (f, r, _), e in zip(beats, est)
                 if not (r["drummer"] == "drummer2" and r["style"] == "rock" and r["bpm"] == "130")]
+    cut_est = [(f, float(r["bpm"]), analyze_bytes(cut).bpm_estimate) for (f, r, _), b
+               in zip(beats, retimed, strict=True) for cut in single_part_files(b).values()]
+    acc.append(("bpm_estimate within 4 %, single-part drum cuts",
+                halves((f, float(within(e, bpm))) for f, bpm, e in cut_est)))
+    acc.append(("... any octave, single-part drum cuts",
+                halves((f, float(within(e, bpm, OCTAVES))) for f, bpm, e in cut_est)))
     acc.append(("... within 4 %, without drummer2 rock-130 session",
                 halves((f, float(within(e, float(r["bpm"])))) for f, r, e in labelled)))
     if pretty_midi is not None:
@@ -579,9 +585,15 @@ UNSUPPORTED_ACF = 0.1
 def tempo_inputs(row: dict[str, str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(onsets in seconds, velocity / 127, tempo role) of a Groove file re-timed without
     tempo events, as ``analyze_bytes`` passes them to ``estimate_bpm``."""
+    return onset_inputs(retime_to_seconds((CORPUS / "groove" / row["midi_filename"]).read_bytes()))
+
+
+def onset_inputs(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(onsets in seconds, velocity / 127, tempo role) of a file's notes, as ``analyze_bytes``
+    passes them to ``estimate_bpm``."""
     from midid.analysis.analyze import _drum_notes, onset_roles
 
-    m = parse_midi(retime_to_seconds((CORPUS / "groove" / row["midi_filename"]).read_bytes()))
+    m = parse_midi(data)
     return ticks_to_seconds(m.start, m), m.velocity / 127.0, onset_roles(m.pitch,
                                                                           _drum_notes(m, []))
 
@@ -621,6 +633,22 @@ def tempo_only() -> None:
             a, b, c = halves((f, float(within(e, float(r["bpm"]), factors)))
                              for f, r, e in zip(fit, rows, est, strict=True))
             print(f"{name + ', ' + label:44s} {a:9.3f} {b:7.3f} {c:7.3f}")
+    # Single-part drum files (each beat cut to each part with >= 8 hits), as analyze_bytes
+    # estimates them (with PART_WEIGHTS) and as the kit weights alone would.
+    cuts = [(f, part, float(r["bpm"]), cut) for f, r in zip(fit, rows, strict=True)
+            for part, cut in single_part_files(retime_to_seconds(
+                (CORPUS / "groove" / r["midi_filename"]).read_bytes())).items()]
+    part_est = [analyze_bytes(cut).bpm_estimate for _, _, _, cut in cuts]
+    kit_est = [estimate_bpm(*onset_inputs(cut)) for _, _, _, cut in cuts]
+    for name, est in (("single-part cuts", part_est), ("single-part cuts, kit weights", kit_est)):
+        for label, factors in (("within 4 %", (1.0,)), ("any octave", OCTAVES)):
+            a, b, c = halves((f, float(within(e, bpm, factors)))
+                             for (f, _, bpm, _), e in zip(cuts, est, strict=True))
+            print(f"{name + ', ' + label:44s} {a:9.3f} {b:7.3f} {c:7.3f}")
+    for part in sorted({p for _, p, _, _ in cuts}, key=PARTS.index):
+        a, b, c = halves((f, float(within(e, bpm))) for (f, p, bpm, _), e
+                         in zip(cuts, part_est, strict=True) if p == part)
+        print(f"{'  ' + part + ' alone, within 4 %':44s} {a:9.3f} {b:7.3f} {c:7.3f}")
     for r, e in zip(rows, ours, strict=True):
         if not within(e, float(r["bpm"])):
             print(f"  miss {r['drummer']:9s} {r['style']:30s} {r['bpm']:>4s} -> {e} "
@@ -639,42 +667,56 @@ def tempo_only() -> None:
 
 def fit_tempo() -> None:
     """Tempo weights: fit on the beats of Groove drummers 1 and 2, check on 4, 5 and 10; the
-    reverse fit (on 4, 5, 10, checked on 1, 2) is printed to show how far the fit carries."""
+    reverse fit (on 4, 5, 10, checked on 1, 2) is printed to show how far the fit carries.
+
+    Two sets: one for whole kits (and everything else), one for single-part drum files (a
+    kick, snare, hat ... pattern alone), fitted on each beat cut to each of its parts; a part
+    alone has far fewer cues to its tempo, and a score fitted on kits reads most kick
+    patterns at double or half time."""
     from midid.analysis.tempo import CANDIDATES, FEATURE_NAMES, features
 
-    feats, truth, fit, bpms = [], [], [], []
+    kits: list[tuple[np.ndarray, float, bool, bool]] = []  # features, bpm, fit half, supported
+    parts: list[tuple[np.ndarray, float, bool, bool]] = []
     for row in groove_rows():
         if row["beat_type"] != "beat":
             continue
-        f = features(*tempo_inputs(row))
+        retimed = retime_to_seconds((CORPUS / "groove" / row["midi_filename"]).read_bytes())
+        f = features(*onset_inputs(retimed))
         if f is None:
             continue
-        bpm = float(row["bpm"])
-        feats.append(f)
-        truth.append(np.abs(CANDIDATES / bpm - 1) <= 0.03)
-        fit.append(row["drummer"] in FIT_DRUMMERS)
-        bpms.append(bpm)
-    x, target, fit_arr = np.array(feats), np.array(truth), np.array(fit)
-    beat_acf = x[:, :, FEATURE_NAMES.index("acf all 1")]
-    supported = np.array([beat_acf[i, target[i]].max() >= UNSUPPORTED_ACF
-                          for i in range(len(x))])
-    print(f"left out of the fit (labelled beat unsupported): {int((~supported & fit_arr).sum())} "
-          f"of {int(fit_arr.sum())} (1, 2), {int((~supported & ~fit_arr).sum())} of "
-          f"{int((~fit_arr).sum())} (4, 5, 10)")
+        bpm, fit = float(row["bpm"]), row["drummer"] in FIT_DRUMMERS
+        beat = np.abs(CANDIDATES / bpm - 1) <= 0.03
+        # A file whose labelled beat has no periodicity in its onsets teaches nothing (its
+        # parts neither): left out of the fit, still scored.
+        supported = f[beat, FEATURE_NAMES.index("acf all 1")].max() >= UNSUPPORTED_ACF
+        kits.append((f, bpm, fit, supported))
+        for cut in single_part_files(retimed).values():
+            g = features(*onset_inputs(cut))
+            if g is not None:
+                parts.append((g, bpm, fit, supported))
     # Start from a plain metrical comb (beat, its half, its double and bar) with a log prior.
     comb = {"acf all 0.5": 0.25, "acf all 1": 1.0, "acf all 2": 1.0, "acf all 4": 0.25,
             "log2 bpm/120 ^2": -0.6}
     w0 = np.array([comb.get(name, 0.0) for name in FEATURE_NAMES])
-    for name, train in (("1, 2", fit_arr), ("4, 5, 10", ~fit_arr)):
-        w = softmax_fit(x[train & supported], target[train & supported], w0, l2=1e-2)
-        est = CANDIDATES[np.argmax(x @ w, axis=1)]
-        for label, factors in (("within 4 %", (1.0,)), ("any octave", OCTAVES)):
-            hits = (within(e, b, factors) for e, b in zip(est, bpms, strict=True))
-            scores = tuple(round(v, 3) for v in halves(zip(fit, hits, strict=True)))
-            print(f"tempo {label} fitted on {name}: (1, 2 / 4, 5, 10 / all) =", scores)
-        if train is fit_arr:
-            weights = w
-    print(np.array2string(weights, precision=3, separator=", "))
+    for what, items in (("WEIGHTS (kits)", kits), ("PART_WEIGHTS (single-part cuts)", parts)):
+        x = np.array([i[0] for i in items])
+        bpms = np.array([i[1] for i in items])
+        fit_arr = np.array([i[2] for i in items])
+        supported = np.array([i[3] for i in items])
+        target = np.abs(CANDIDATES[None, :] / bpms[:, None] - 1) <= 0.03
+        print(f"{what}: left out of the fit (labelled beat unsupported): "
+              f"{int((~supported & fit_arr).sum())} of {int(fit_arr.sum())} (1, 2), "
+              f"{int((~supported & ~fit_arr).sum())} of {int((~fit_arr).sum())} (4, 5, 10)")
+        for name, train in (("1, 2", fit_arr), ("4, 5, 10", ~fit_arr)):
+            w = softmax_fit(x[train & supported], target[train & supported], w0, l2=1e-2)
+            est = CANDIDATES[np.argmax(x @ w, axis=1)]
+            for label, factors in (("within 4 %", (1.0,)), ("any octave", OCTAVES)):
+                hits = (within(e, b, factors) for e, b in zip(est, bpms, strict=True))
+                scores = tuple(round(v, 3) for v in halves(zip(fit_arr, hits, strict=True)))
+                print(f"tempo {label} fitted on {name}: (1, 2 / 4, 5, 10 / all) =", scores)
+            if train is fit_arr:
+                weights = w
+        print(what, np.array2string(weights, precision=3, separator=", "))
 
 
 def _key_speed(blobs: list[bytes]) -> float:

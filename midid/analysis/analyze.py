@@ -9,7 +9,7 @@ import numpy as np
 from symusic import Note, Score, Tempo, Track
 
 from . import chords as chords_mod
-from .category import Evidence, categorize
+from .category import DRUM_SHARE, SINGLE_PART_SHARE, Evidence, categorize
 from .drums import PART_OF_PITCH, looks_like_kit, names_say_drums, part_shares
 from .kernels import note_summary
 from .key import find_key
@@ -75,10 +75,14 @@ def analyze_bytes(
         if midi.tempo_ticks.size and midi.tempo_ticks[-1] > first_tick:
             until = int(midi.start[onset_s < MAX_SECONDS].max(initial=first_tick))
         opening = opening_tempo(midi, first_tick, until)
+    hits = part_hits.tolist()
+    n_drum = sum(hits)
     bpm_estimate = estimate_bpm(
         onset_s, midi.velocity / 127.0, onset_roles(midi.pitch, drum),
         None if opening is None else MetaGrid(midi.start, tpq, opening),
         hint=filename_bpm,
+        # The category's test for one part alone (DrumKicks ...): its own tempo weights.
+        single_part=n_drum >= DRUM_SHARE * n_notes and max(hits) >= SINGLE_PART_SHARE * n_drum > 0,
     )
     if tempo.bpm is not None:
         bpm, source = tempo.bpm, "meta"
@@ -89,7 +93,6 @@ def analyze_bytes(
     else:
         bpm, source = DEFAULT_BPM, "default"
 
-    n_drum = sum(part_hits.tolist())
     key = None
     chord_segments: list[tuple[float, str]] = []
     if n_drum < n_notes:
