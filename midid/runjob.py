@@ -99,6 +99,7 @@ def _run(cfg: Config, lib: Library, paths: list[str], show_progress: bool) -> di
     log.info("running split and analyze on %s (about %d file(s) expected)",
              "Ray actor pools" if use_ray else "this process", expected)
     engine = Engine(cfg, lib, _RayStarting() if use_ray else LocalRunner())
+    step = _Stepper(cfg, engine)
     ready: list[Runner] = []  # the Ray runner, handed from this thread to whichever steps the engine
     cancelled = threading.Event()
     with _progress(show_progress) as bar:
@@ -115,7 +116,7 @@ def _run(cfg: Config, lib: Library, paths: list[str], show_progress: bool) -> di
                 raise ImportJobError("cancelled")
             if ready:  # handed over once, so a local Ray that replaced a lost cluster stays
                 engine.replace_runner(ready.pop())
-            _step(cfg, engine, 0)
+            step(0)
             if bar is not None and task is not None:
                 bar.update(task, completed=s.seen,
                            description=f"import  {s.imported:,} new, {s.duplicates:,} dup, {s.errors:,} err")
@@ -135,7 +136,7 @@ def _run(cfg: Config, lib: Library, paths: list[str], show_progress: bool) -> di
                 remaining = counts["analyze"]["queued"] + counts["split"]["queued"]
                 done = engine.totals.analysed + engine.totals.analysis_errors
                 bar.update(stage_task, total=done + remaining)
-            while _step(cfg, engine, 0.2):
+            while step(0.2):
                 on_stage(engine.totals)
         finally:
             engine.runner.shutdown()
@@ -191,26 +192,46 @@ def _start_ray_runner(cfg: Config) -> Runner:
         return ray_runner(cfg, "")
 
 
-def _step(cfg: Config, engine: Engine, wait_s: float) -> bool:
-    """One engine step; a Ray that goes away mid-job is replaced by a local one (nothing is lost:
-    the batches that were on it are handed out again from the queue).
+# Rays lost in one job before it gives up: a cluster that goes away costs one, but workers
+# that cannot start or keep dying at once would cost one every few seconds for ever.
+MAX_RAY_LOSSES = 3
+
+
+class _Stepper:
+    """Steps the engine; a Ray that goes away mid-job is replaced by a local one (nothing is
+    lost: the batches that were on it are handed out again from the queue), up to
+    MAX_RAY_LOSSES times in one job, after which the job stops with an error saying what to do.
 
     Ray must be started from the main thread, so when the cluster is lost while the importing
     thread steps the engine, the engine is parked (it takes no work) until the import is done
     and the main thread starts the local Ray.
     """
-    from .pool import ClusterLost
 
-    try:
-        return engine.step(wait_s)
-    except ClusterLost as exc:
-        log.error("lost the Ray cluster (%s) with %d batch(es) in flight; continuing on a local Ray, "
-                  "the batches will be redone", exc, engine.runner.pending())
-        engine.runner.shutdown()
-        engine.replace_runner(_RayStarting())
-        if threading.current_thread() is threading.main_thread():
-            _restart_locally(cfg, engine)
-        return True
+    def __init__(self, cfg: Config, engine: Engine) -> None:
+        self.cfg, self.engine, self.losses = cfg, engine, 0
+
+    def __call__(self, wait_s: float) -> bool:
+        from .pool import ClusterLost
+
+        engine = self.engine
+        try:
+            return engine.step(wait_s)
+        except ClusterLost as exc:
+            self.losses += 1
+            in_flight = engine.runner.pending()
+            engine.runner.shutdown()
+            engine.replace_runner(_RayStarting())
+            if self.losses > MAX_RAY_LOSSES:
+                raise ImportJobError(
+                    f"the analysis workers were lost {self.losses} times in this job (last: {exc}); "
+                    "nothing is lost and the next `midictl import` resumes where this one stopped. "
+                    "If it happens again, look for the workers' error above (a broken install "
+                    "stops them at start-up) and check the machine's memory") from None
+            log.error("lost the Ray cluster (%s) with %d batch(es) in flight; continuing on a local Ray, "
+                      "the batches will be redone", exc, in_flight)
+            if threading.current_thread() is threading.main_thread():
+                _restart_locally(self.cfg, engine)
+            return True
 
 
 def _restart_locally(cfg: Config, engine: Engine) -> None:

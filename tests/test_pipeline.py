@@ -329,9 +329,34 @@ def test_a_cluster_lost_while_the_import_thread_steps_parks_the_engine_for_the_m
     lost = _LostRunner()
     engine = Engine(cfg, Library(cfg.database_path), lost)
     result: list[bool] = []
-    worker = threading.Thread(target=lambda: result.append(runjob._step(cfg, engine, 0)))
+    worker = threading.Thread(target=lambda: result.append(runjob._Stepper(cfg, engine)(0)))
     worker.start()
     worker.join(30)
     assert result == [True] and lost.shut
     assert isinstance(engine.runner, runjob._RayStarting)
     assert engine.runner.capacity("analyze") == 0 and engine.runner.pending() == 0
+
+
+def test_a_job_that_keeps_losing_its_workers_stops_with_an_error_instead_of_looping(tmp_path: Path) -> None:
+    """Workers that cannot start lose every Ray they are given: after MAX_RAY_LOSSES
+    replacements the one-shot job stops and says what to do (stepped off the main thread, so
+    no Ray is started here; the real losses are in test_daemon_faults.py and above)."""
+    cfg = load_config(write_config(tmp_path))
+    engine = Engine(cfg, Library(cfg.database_path), _LostRunner())
+    step = runjob._Stepper(cfg, engine)
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            for _ in range(runjob.MAX_RAY_LOSSES + 1):
+                engine.replace_runner(_LostRunner())
+                outcome.append(step(0))
+        except runjob.ImportJobError as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join(30)
+    assert outcome[:-1] == [True] * runjob.MAX_RAY_LOSSES
+    assert isinstance(outcome[-1], runjob.ImportJobError)
+    assert "resumes" in str(outcome[-1]) and isinstance(engine.runner, runjob._RayStarting)
