@@ -402,8 +402,15 @@ def main(argv: list[str] | None = None) -> None:
             if res.key_tonic is not None:
                 by_track.setdefault(name, []).append((int(s.name) <= 150, mirex(
                     (pitch_class(res.key_tonic), res.key_mode), longest_key(s))))
+    for s, b in zip(songs, pop_blobs, strict=True):
+        for name, blob in bar_windows(b):
+            res = analyze_bytes(blob)
+            if res.key_tonic is not None:
+                by_track.setdefault(f"8 bars {name}", []).append((int(s.name) <= 150, mirex(
+                    (pitch_class(res.key_tonic), res.key_mode), longest_key(s))))
     for name, scores in sorted(by_track.items()):
-        acc.append((f"key MIREX, POP909 {name.lower()} track alone (midid)", halves(scores)))
+        what = f"{name.lower()} (loops)" if name.startswith("8 bars") else f"{name.lower()} track alone"
+        acc.append((f"key MIREX, POP909 {what} (midid)", halves(scores)))
     acc.append(("key MIREX, POP909 (Albrecht-Shanahan profile)",
                 halves((int(s.name) <= 150, mirex(albrecht_shanahan_key(b), longest_key(s)))
                        for s, b in zip(songs, pop_blobs, strict=True))))
@@ -516,21 +523,26 @@ def key_inputs(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def fit_key(l2: float = 1e-4) -> None:
     """Key templates: start from Albrecht-Shanahan, fit on POP909 001-150 (and, to show how
-    much the halves differ, on 151-300), on each song and on each of its tracks alone.
+    much the halves differ, on 151-300), on what the analysis is given: whole songs, each
+    track alone (the split stage's parts) and 8-bar loops (:func:`bar_windows`).
 
-    The pipeline analyses every split part as well as the song, so the templates learn from
-    both: each song counts once whole and once spread over its tracks (a track weighs 1 /
-    the song's track count). Scores are printed per kind: whole songs, then each track."""
+    Each song counts once whole, once spread over its tracks and once over its loops (a
+    track weighs 1 / the song's track count, a loop 1 / its loop count). Scores are printed
+    per kind."""
     from midid.analysis.key import key_features, key_matrix
 
     feats, truth, fit, kind, weight = [], [], [], [], []
     for song in pop909_songs():
         data = (song / f"{song.name}.mid").read_bytes()
         tonic, mode = longest_key(song)
-        tracks = track_files(data)
+        tracks, loops = track_files(data), bar_windows(data)
         for name, blob, share in [("song", data, 1.0)] + [
-                (n, b, 1.0 / len(tracks)) for n, b in tracks.items()]:
-            feats.append(key_features(*key_inputs(blob)))
+                (n, b, 1.0 / len(tracks)) for n, b in tracks.items()] + [
+                (f"8 bars {n}", b, 1.0 / len(loops)) for n, b in loops]:
+            profile = key_features(*key_inputs(blob))
+            if not profile[:12].any():  # a drum-free window can still be empty of notes
+                continue
+            feats.append(profile)
             truth.append(tonic + 12 * (mode == "minor"))
             fit.append(int(song.name) <= 150)
             kind.append(name)
@@ -559,6 +571,33 @@ def fit_key(l2: float = 1e-4) -> None:
         if train is fit_arr:
             templates = w.reshape(2, n_prof, 12)
     print(np.array2string(templates, precision=3, separator=", "))
+
+
+def bar_windows(data: bytes, starts: tuple[int, ...] = (8, 24, 40), bars: int = 8,
+                min_notes: int = 8) -> list[tuple[str, bytes]]:
+    """8-bar loops cut from a song, as a pack holds them: bars 9-16, 25-32 and 41-48 (past
+    the intro) of the whole arrangement and of each track alone, notes re-timed to the
+    window's start, with the tempo map; windows with fewer than ``min_notes`` notes dropped.
+    Named "arrangement" or by the track's name."""
+    score = Score.from_midi(data)
+    tpq = score.ticks_per_quarter
+    out = []
+    for start in starts:
+        low, high = start * 4 * tpq, (start + bars) * 4 * tpq
+        groups = [("arrangement", list(score.tracks))] + [
+            (t.name.upper(), [t]) for t in score.tracks if len(t.notes)]
+        for name, group in groups:
+            cut = Score(tpq)
+            cut.tempos.extend(score.tempos)
+            cut.time_signatures.extend(score.time_signatures)
+            for track in group:
+                new = Track(track.name, track.program, track.is_drum)
+                new.notes.extend(Note(n.time - low, n.duration, n.pitch, n.velocity)
+                                 for n in track.notes if low <= n.time < high)
+                cut.tracks.append(new)
+            if sum(len(t.notes) for t in cut.tracks) >= min_notes:
+                out.append((name, cut.dumps_midi()))
+    return out
 
 
 def track_files(data: bytes) -> dict[str, bytes]:

@@ -8,9 +8,10 @@ the clearest evidence between C major and A minor, whose notes are the same). Ea
 keys scores the dot product of these profiles, rotated to the key's tonic, with a template per
 mode. The templates started as Albrecht & Shanahan's (2013) profile - the best published
 profile on POP909 - and were fitted by softmax regression on POP909 songs 001-150, each song
-whole and each of its tracks alone (the pipeline analyses split parts too, and a melody alone
-must not be read against templates that only ever saw full arrangements); checked on 151-300,
-see docs/analysis.md. Confidence is the softmax probability of the winning key.
+whole, each of its tracks alone and 8-bar loops cut from it (what the analysis is given: the
+pipeline analyses split parts, and packs are mostly short loops; templates that only ever saw
+full arrangements read a melody alone far worse); checked on 151-300, see docs/analysis.md.
+Confidence is the softmax probability of the winning key.
 """
 
 from __future__ import annotations
@@ -37,24 +38,24 @@ ALBRECHT_SHANAHAN = np.array(
 TEMPLATES = np.array(
     [
         [  # major: duration, bass duration, major-third chord roots, minor-third chord roots
-            [11.434, 2.089, 1.758, -2.308, 3.379, -1.591,
-             -6.188, 8.922, -2.127, -7.34, -5.505, -4.788],
-            [1.762, 1.28, -2.046, 0.402, -2.325, 4.353,
-             -0.76, 3.59, -0.133, -2.584, -0.335, -3.703],
-            [6.386, 5.236, -3.943, -2.815, -3.661, 3.108,
-             -0.112, 3.078, -2.54, -0.403, -4.27, -2.335],
-            [-7.3, -1.672, 1.377, 0.817, 4.869, 1.25,
-             -0.548, -6.531, -0.143, 6.017, -0.339, -0.084],
+            [9.994, 1.386, 1.828, -3.589, 5.878, -1.609,
+             -9.407, 7.187, -1.463, -4.685, -5.472, -4.179],
+            [1.555, 1.002, -1.088, 0.05, -2.175, 3.939,
+             -1.406, 3.003, 0.27, -2.247, 0.098, -2.145],
+            [3.759, 2.902, -2.466, -3.269, -1.76, 1.904,
+             0.242, 2.208, -1.131, -0.413, -3.838, -0.842],
+            [-5.938, -1.706, 1.607, 0.642, 3.956, 1.017,
+             -0.583, -3.897, 1.131, 4.46, -0.794, 0.921],
         ],
         [  # minor: duration, bass duration, major-third chord roots, minor-third chord roots
-            [6.538, -2.052, 1.586, 2.404, 3.75, 0.054,
-             -3.271, 4.554, -0.914, -10.805, -7.79, 8.221],
-            [-0.216, -1.987, 1.575, 0.42, 1.611, -0.46,
-             -1.095, -0.424, 2.329, -3.425, 0.601, 1.571],
-            [0.609, -6.123, 1.534, 3.103, 3.908, -3.151,
-             3.037, 3.262, 3.598, -6.98, 2.152, -2.677],
-            [8.277, 0.303, -1.713, -3.628, 5.994, 4.486,
-             -7.094, 5.216, 0.773, -5.597, -5.391, 0.574],
+            [7.121, -3.094, 1.534, 2.91, 2.907, 0.157,
+             -3.162, 6.334, -3.052, -10.317, -5.097, 7.891],
+            [0.281, -0.833, 0.055, 0.333, 1.614, -0.799,
+             -1.474, -0.854, 1.937, -2.261, 0.381, 0.764],
+            [0.702, -5.444, 0.57, 3.104, 2.124, -1.328,
+             0.564, 1.809, 3.924, -5.6, 2.75, -0.47],
+            [4.924, 0.074, -1.222, -2.029, 3.978, 2.662,
+             -4.642, 3.284, -0.105, -5.313, -2.954, 0.514],
         ],
     ]
 )
