@@ -82,6 +82,20 @@ def test_tempo_of_a_kick_pattern_alone_on_held_out_drummers() -> None:
     assert np.mean(hits) >= 0.6
 
 
+def test_the_tempo_estimate_reads_the_music_not_the_silence_before_it() -> None:
+    """A part that comes in after an intro (a melody track 30 s into a song) is estimated over
+    MAX_SECONDS from its first note, as if it started at once (it read nothing before)."""
+    data = retime_to_seconds(GROOVE_FILE.read_bytes())  # 960 ticks per second
+    late = Score.from_midi(data)
+    for track in late.tracks:
+        moved = [Note(n.time + 30 * 960, n.duration, n.pitch, n.velocity) for n in track.notes]
+        track.notes.clear()
+        track.notes.extend(moved)
+    at_once, after_intro = analyze_bytes(data), analyze_bytes(late.dumps_midi())
+    assert at_once.bpm_estimate == pytest.approx(158, rel=0.04)
+    assert after_intro.bpm_estimate == at_once.bpm_estimate
+
+
 def mirex(est: tuple[str, str], ref: tuple[str, str]) -> float:
     (et, em), (rt, rm) = est, ref
     step = (TONICS.index(et) - TONICS.index(rt)) % 12

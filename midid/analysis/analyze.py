@@ -73,7 +73,8 @@ def analyze_bytes(
     if n_notes:
         until = first_tick
         if midi.tempo_ticks.size and midi.tempo_ticks[-1] > first_tick:
-            until = int(midi.start[onset_s < MAX_SECONDS].max(initial=first_tick))
+            window = onset_s < float(onset_s.min()) + MAX_SECONDS  # what estimate_bpm reads
+            until = int(midi.start[window].max(initial=first_tick))
         opening = opening_tempo(midi, first_tick, until)
     hits = part_hits.tolist()
     n_drum = sum(hits)

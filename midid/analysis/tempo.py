@@ -1,7 +1,7 @@
 """Tempo from note onsets alone (in seconds), for files whose tempo map is missing or wrong.
 
 Onsets become onset-strength envelopes (FRAME_RATE frames per second, velocity-weighted, over
-the first MAX_SECONDS): one for all notes and one per rhythmic role - low (kick, or pitched
+the first MAX_SECONDS from the first onset): one for all notes and one per rhythmic role - low (kick, or pitched
 notes below E3), backbeat (snare, clap, rim, pedal hi-hat) and high (hats and cymbals). One
 batched rFFT gives their spectra; their autocorrelations come from the pairs of onset frames within 4 s
 of each other (:func:`.kernels.envelope_acf`, the same numbers as an inverse FFT). Each
@@ -101,12 +101,12 @@ FEATURE_NAMES = (
 # labelled beat shows in their onsets, checked on drummers 4, 5 and 10 (and the reverse fit):
 # reproduce with ``benchmarks/analyze.py --fit``.
 WEIGHTS = np.array([
-    0.91, -0.222, -0.008, 0.609, 1.674, -0.648, 1.657, 0.657, 1.038,
-    0.099, -0.473, 0.454, 0.232, 0.038, -0.285, 0.558, 0.384, 0.291,
-    -0.244, 0.533, 0.603, 0.062, 0.311, 0.755, 0.48, 1.387, 1.304,
-    0.561, 1.064, 0.817, 0.055, 0.55, 1.291, 0.497, -0.129, 0.524,
-    1.191, -0.121, -0.242, 0.506, 0.518, 0.767, 0.37, 0.223, 0.536,
-    -0.905, 0.536, 0.185, 0.536, -0.135, 0.536, -0.071, -0.536, -1.454,
+    1.008, -0.224, 0.074, 0.674, 1.755, -0.608, 1.526, 0.781, 1.108,
+    0.058, -0.562, 0.286, 0.293, -0.112, -0.288, 0.88, 0.446, 0.192,
+    -0.233, 0.649, 0.639, 0.031, 0.296, 0.712, 0.463, 1.32, 1.179,
+    0.431, 1.289, 0.808, -0.031, 0.26, 1.221, 0.611, -0.148, 0.349,
+    1.165, -0.228, -0.343, 0.579, 0.53, 0.762, 0.428, 0.439, 0.513,
+    -0.792, 0.513, 0.181, 0.513, -0.105, 0.513, -0.073, -0.513, -1.448,
 ])
 
 # The same score for a single-part drum file (a kick, snare, hat ... pattern alone: what
@@ -114,12 +114,12 @@ WEIGHTS = np.array([
 # of drummers 1 and 2 cut to each of its parts, checked on 4, 5 and 10. A part alone has far
 # fewer cues: the kit weights read most kick patterns at double or half time.
 PART_WEIGHTS = np.array([
-    0.759, -0.016, 0.707, 0.536, 0.719, 0.836, 1.809, 0.343, 1.611,
-    0.143, -0.368, 0.036, 0.438, 0.101, -0.281, 0.014, 0.257, 0.323,
-    -0.097, 0.161, 0.357, 0.548, 1.836, 0.679, 0.772, 1.963, 2.201,
-    0.108, 0.531, 0.214, 0.173, 0.696, 0.55, 0.838, 0.818, 0.639,
-    1.256, -0.026, -0.517, 0.043, 0.854, 0.2, 0.0, 0.0, -0.134,
-    -0.034, -0.134, 0.033, -0.134, 0.012, -0.134, 0.031, 0.134, -2.086,
+    0.785, -0.009, 0.832, 0.555, 0.81, 0.905, 1.678, 0.195, 1.584,
+    0.174, -0.331, -0.031, 0.435, 0.057, -0.323, 0.053, 0.25, 0.125,
+    -0.007, 0.056, 0.382, 0.505, 1.952, 0.814, 0.678, 1.921, 2.483,
+    -0.046, 0.563, 0.219, 0.226, 0.606, 0.661, 0.913, 0.705, 0.495,
+    1.017, -0.266, -0.345, 0.036, 1.042, 0.181, 0.0, 0.0, -0.146,
+    -0.058, -0.146, 0.016, -0.146, 0.021, -0.146, 0.038, 0.146, -2.213,
 ])
 
 _CROSS_COLS = np.array([RATES.index(c) for c in CROSS])
@@ -155,20 +155,26 @@ def _scored(
     )
 
 
+def from_first_onset(onset_s: np.ndarray) -> np.ndarray:
+    """Onset times counted from the first onset: the estimate reads the first MAX_SECONDS of
+    the music, not of the file (a track that comes in after a 30 s intro has a tempo too)."""
+    return onset_s - onset_s.min() if onset_s.size else onset_s
+
+
 def features(onset_s: np.ndarray, weight: np.ndarray, role: np.ndarray) -> np.ndarray | None:
     """(len(CANDIDATES), len(FEATURE_NAMES)) features; None with < MIN_ONSETS onset frames.
 
     ``onset_s`` in seconds (any order), ``weight`` per-onset strength (velocity / 127),
     ``role`` indexes ROLES[1:] or is -1."""
-    scored = _scored(onset_s, weight, role, keep_features=True)
+    scored = _scored(from_first_onset(onset_s), weight, role, keep_features=True)
     return None if scored is None else scored[0]
 
 
 @dataclass(frozen=True)
 class MetaGrid:
     """What the tempo map says: note onsets in ticks, ticks per quarter, and the one tempo
-    (quarter notes per minute) holding over the onsets the estimate reads (the first
-    MAX_SECONDS), for :func:`estimate_bpm`'s shortcut."""
+    (quarter notes per minute) holding over the onsets the estimate reads (MAX_SECONDS from
+    the first onset), for :func:`estimate_bpm`'s shortcut."""
 
     start: np.ndarray
     tpq: int
@@ -200,6 +206,7 @@ def estimate_bpm(
     ``single_part``: the onsets are one drum part alone (a kick pattern ...), scored with
     PART_WEIGHTS.
     """
+    onset_s = from_first_onset(onset_s)
     if meta is not None and meta.start.size:
         on_grid, frames = grid_onsets(meta.start, onset_s, meta.tpq, FRAME_RATE,
                                       int(MAX_SECONDS * FRAME_RATE))
