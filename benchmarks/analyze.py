@@ -215,6 +215,15 @@ def chords_only() -> None:
         print(f"{name:38s} " + " ".join(f"{totals[fit][k] / total:8.4f}" for k in kinds))
 
 
+def empty_like(score: Score) -> Score:
+    """A score with ``score``'s resolution, tempo map and time signatures and no tracks: what
+    every excerpt below (a loop, a track alone) starts from."""
+    out = Score(score.ticks_per_quarter)
+    out.tempos.extend(score.tempos)
+    out.time_signatures.extend(score.time_signatures)
+    return out
+
+
 def pack_loops(groove_blobs: list[bytes], pop_blobs: list[bytes]) -> list[bytes]:
     """Files like those of MIDI packs, cut from the corpus: each Groove beat's first 4 bars
     and each POP909 track's first 8 bars (one file per track), quantised to 16ths, with the
@@ -227,9 +236,7 @@ def pack_loops(groove_blobs: list[bytes], pop_blobs: list[bytes]) -> list[bytes]
         end = bars * 4 * score.ticks_per_quarter
         tracks = [[t] for t in score.tracks] if per_track else [list(score.tracks)]
         for group in tracks:
-            cut = Score(score.ticks_per_quarter)
-            cut.tempos.extend(score.tempos)
-            cut.time_signatures.extend(score.time_signatures)
+            cut = empty_like(score)
             for track in group:
                 new = Track(track.name, track.program, track.is_drum)
                 for n in track.notes:
@@ -587,9 +594,7 @@ def bar_windows(data: bytes, starts: tuple[int, ...] = (8, 24, 40), bars: int = 
         groups = [("arrangement", list(score.tracks))] + [
             (t.name.upper(), [t]) for t in score.tracks if len(t.notes)]
         for name, group in groups:
-            cut = Score(tpq)
-            cut.tempos.extend(score.tempos)
-            cut.time_signatures.extend(score.time_signatures)
+            cut = empty_like(score)
             for track in group:
                 new = Track(track.name, track.program, track.is_drum)
                 new.notes.extend(Note(n.time - low, n.duration, n.pitch, n.velocity)
@@ -607,8 +612,7 @@ def track_files(data: bytes) -> dict[str, bytes]:
     out = {}
     for track in score.tracks:
         if len(track.notes):
-            one = Score(score.ticks_per_quarter)
-            one.tempos, one.time_signatures = score.tempos, score.time_signatures
+            one = empty_like(score)
             one.tracks.append(track)
             out[track.name.upper() or f"TRACK{len(out) + 1}"] = one.dumps_midi()
     return out

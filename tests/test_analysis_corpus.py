@@ -203,6 +203,20 @@ def test_pop909_keys_chords_and_statistics() -> None:
     assert np.mean(scores) >= 0.85
 
 
+def melody_alone(score: Score, low: int = 0, high: int | None = None) -> Score:
+    """A POP909 song's MELODY track alone, its notes from tick ``low`` (to ``high``) moved to
+    the start, with the song's tempo map and time signatures: what the split stage, or a
+    pack's loop, hands the analysis."""
+    melody = next(t for t in score.tracks if t.name.upper() == "MELODY")
+    out = Score(score.ticks_per_quarter)
+    out.tempos, out.time_signatures = score.tempos, score.time_signatures
+    track = Track("MELODY", melody.program, False)
+    track.notes.extend(Note(n.time - low, n.duration, n.pitch, n.velocity) for n in melody.notes
+                       if low <= n.time and (high is None or n.time < high))
+    out.tracks.append(track)
+    return out
+
+
 @needs_corpus
 def test_key_of_8_bar_melody_loops_on_held_out_songs() -> None:
     """Packs are mostly short loops: 8 bars of a melody (bars 9-16, 25-32, 41-48) must get
@@ -211,18 +225,11 @@ def test_key_of_8_bar_melody_loops_on_held_out_songs() -> None:
     scores = []
     for song in sorted(p for p in (CORPUS / "pop909").iterdir() if p.is_dir())[150:300]:
         score = Score.from_midi((song / f"{song.name}.mid").read_bytes())
-        melody = next(t for t in score.tracks if t.name.upper() == "MELODY")
         tpq = score.ticks_per_quarter
         for start in (8, 24, 40):
-            low, high = start * 4 * tpq, (start + 8) * 4 * tpq
-            loop = Score(tpq)
-            loop.tempos, loop.time_signatures = score.tempos, score.time_signatures
-            track = Track("MELODY", melody.program, False)
-            track.notes.extend(Note(n.time - low, n.duration, n.pitch, n.velocity)
-                               for n in melody.notes if low <= n.time < high)
-            if len(track.notes) < 8:
+            loop = melody_alone(score, start * 4 * tpq, (start + 8) * 4 * tpq)
+            if len(loop.tracks[0].notes) < 8:
                 continue
-            loop.tracks.append(track)
             a = analyze_bytes(loop.dumps_midi())
             scores.append(mirex((a.key_tonic, a.key_mode), longest_key(song)))
     assert len(scores) >= 350
@@ -237,11 +244,7 @@ def test_key_of_a_melody_alone_on_held_out_songs() -> None:
     scores = []
     for song in sorted(p for p in (CORPUS / "pop909").iterdir() if p.is_dir())[150:300]:
         score = Score.from_midi((song / f"{song.name}.mid").read_bytes())
-        melody = next(t for t in score.tracks if t.name.upper() == "MELODY")
-        alone = Score(score.ticks_per_quarter)
-        alone.tempos, alone.time_signatures = score.tempos, score.time_signatures
-        alone.tracks.append(melody)
-        a = analyze_bytes(alone.dumps_midi())
+        a = analyze_bytes(melody_alone(score).dumps_midi())
         scores.append(mirex((a.key_tonic, a.key_mode), longest_key(song)))
     assert len(scores) == 150
     assert np.mean(scores) >= 0.85

@@ -1,8 +1,9 @@
 """Tempo from note onsets alone (in seconds), for files whose tempo map is missing or wrong.
 
 Onsets become onset-strength envelopes (FRAME_RATE frames per second, velocity-weighted, over
-the first MAX_SECONDS from the first onset): one for all notes and one per rhythmic role - low (kick, or pitched
-notes below E3), backbeat (snare, clap, rim, pedal hi-hat) and high (hats and cymbals). One
+MAX_SECONDS from the first onset): one for all notes and one per rhythmic role - low (kick, or
+pitched notes below E3), backbeat (snare, clap, rim, pedal hi-hat) and high (hats and
+cymbals). One
 batched rFFT gives their spectra; their autocorrelations come from the pairs of onset frames within 4 s
 of each other (:func:`.kernels.envelope_acf`, the same numbers as an inverse FFT). Each
 candidate tempo is then read off them: the
