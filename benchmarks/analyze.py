@@ -402,21 +402,16 @@ def main(argv: list[str] | None = None) -> None:
         c, t = chord_accuracy(song, blob, res.chords)
         chord_parts.append((fit, c, t))
     acc.append(("key MIREX, POP909 (midid)", halves(key_scores)))
-    by_track: dict[str, list[tuple[bool, float]]] = {}
+    by_kind: dict[str, list[tuple[bool, float]]] = {}  # tracks alone and 8-bar loops
     for s, b in zip(songs, pop_blobs, strict=True):
-        for name, blob in track_files(b).items():
+        excerpts = [(f"{n.lower()} track alone", x) for n, x in track_files(b).items()]
+        excerpts += [(f"8-bar {n.lower()} loops", x) for n, x in bar_windows(b)]
+        for what, blob in excerpts:
             res = analyze_bytes(blob)
             if res.key_tonic is not None:
-                by_track.setdefault(name, []).append((int(s.name) <= 150, mirex(
+                by_kind.setdefault(what, []).append((int(s.name) <= 150, mirex(
                     (pitch_class(res.key_tonic), res.key_mode), longest_key(s))))
-    for s, b in zip(songs, pop_blobs, strict=True):
-        for name, blob in bar_windows(b):
-            res = analyze_bytes(blob)
-            if res.key_tonic is not None:
-                by_track.setdefault(f"8 bars {name}", []).append((int(s.name) <= 150, mirex(
-                    (pitch_class(res.key_tonic), res.key_mode), longest_key(s))))
-    for name, scores in sorted(by_track.items()):
-        what = f"{name.lower()} (loops)" if name.startswith("8 bars") else f"{name.lower()} track alone"
+    for what, scores in sorted(by_kind.items()):
         acc.append((f"key MIREX, POP909 {what} (midid)", halves(scores)))
     acc.append(("key MIREX, POP909 (Albrecht-Shanahan profile)",
                 halves((int(s.name) <= 150, mirex(albrecht_shanahan_key(b), longest_key(s)))
