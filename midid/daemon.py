@@ -29,6 +29,7 @@ from .config import Config, ConfigError, load_config
 from .db import Library
 from .engine import Engine, ray_runner
 from .importer import Importer, ImportSummary, LibraryWriteError
+from .pool import NoWorkers
 from .logsetup import setup_logging
 from .notify import Heartbeat, Notifier, WatchdogPinger, watchdog_interval_s
 from .runjob import ImportJobError, open_library, writer_lock
@@ -57,6 +58,12 @@ MIN_GAIN_BYTES = 1024 * 1024  # or once this much more is free than when writing
 # WatchdogSec=30 with the rest of the loop; longer than this and something is wrong.
 RAY_RESTART_LIMIT_S = 120.0
 REJOIN_HINT = "Once the cluster is up, reload midid (`systemctl reload midid` or SIGHUP) to join it."
+# A Ray lost this soon after its workers started counts as one more quick loss in a row, and
+# new workers wait RAY_RETRY_S[n - 1] after the n-th (the last repeats): a cluster that goes
+# away is replaced at once, but workers that cannot start are not restarted every few seconds
+# for ever.
+QUICK_LOSS_S = 60.0
+RAY_RETRY_S = (0.0, 30.0, 60.0, 120.0, 300.0)
 PARTIAL = (".part", ".crdownload", ".download", ".partial", ".tmp", ".!qb", ".opdownload")
 
 
@@ -87,6 +94,9 @@ class Daemon:
         self.devices: Any = None
         self._last_import_status = 0.0
         self.ray_address = ""  # the Ray the workers run on: the configured cluster, or "" (a local one)
+        self._ray_started_at = 0.0  # when the workers in use were started (monotonic)
+        self._quick_losses = 0  # Rays lost in a row, each within QUICK_LOSS_S of its start
+        self._ray_retry_at: float | None = None  # new workers due then (monotonic), none meanwhile
         self.blocked: str | None = None  # why writing the library is stopped (disk full)
         self._last_space_check = 0.0
         self._free_at_block = 0
@@ -148,6 +158,7 @@ class Daemon:
         remember which Ray the workers are on."""
         runner = ray_runner(self.cfg, address)
         self.ray_address = address
+        self._ray_started_at = time.monotonic()
         return runner
 
     def _start_pinger(self) -> WatchdogPinger | None:
@@ -474,9 +485,15 @@ class Daemon:
         self.jobs.append(ImportJob(self._existing_folders(self.cfg), catch_up=True))
 
     def _watch_ray(self) -> None:
-        """Notice a Ray that went away even while idle or paused, before Ray's own timeout ends us."""
+        """Notice a Ray that went away even while idle or paused, before Ray's own timeout ends us;
+        start the new workers that were held back (see `_recover_ray`) when they are due."""
         from .pool import ClusterLost
 
+        if self._ray_retry_at is not None:
+            if time.monotonic() >= self._ray_retry_at:
+                log.info("starting new workers after the back-off")
+                self._restart_ray()
+            return
         try:
             self.engine.runner.check()  # type: ignore[union-attr]
         except ClusterLost as exc:
@@ -491,8 +508,21 @@ class Daemon:
         assert self.engine is not None
         lost = f"the Ray cluster at {self.ray_address}" if self.ray_address else "the local Ray"
         in_flight = self.engine.runner.pending()
-        log.error("lost %s (%s: %s) with %d batch(es) in flight; starting new workers, the batches will be redone",
-                  lost, type(exc).__name__, exc, in_flight)
+        now = time.monotonic()
+        self._quick_losses = self._quick_losses + 1 if now - self._ray_started_at < QUICK_LOSS_S else 1
+        delay = RAY_RETRY_S[min(self._quick_losses, len(RAY_RETRY_S)) - 1]
+        log.error("lost %s (%s: %s) with %d batch(es) in flight; starting new workers%s, the batches will be redone",
+                  lost, type(exc).__name__, exc, in_flight, f" in {delay:.0f} s" if delay else "")
+        if delay:
+            self._drop_workers()
+            self.engine.replace_runner(NoWorkers())
+            self._ray_retry_at = now + delay
+            self._message(
+                f"{time.strftime('%Y-%m-%d %H:%M:%S')}: lost {lost} ({exc}), {self._quick_losses} times in a "
+                f"row within {QUICK_LOSS_S:.0f} s of starting its workers; new workers start in {delay:.0f} s "
+                "and nothing is lost. If it goes on, the journal says why the workers die (a broken "
+                "install stops them at start-up); fix it and reload midid (`systemctl reload midid`).")
+            return
         self._restart_ray()
         now = f"rejoined the cluster at {self.ray_address}" if self.ray_address else "running on a local Ray"
         text = (f"{time.strftime('%Y-%m-%d %H:%M:%S')}: lost {lost} ({exc}); {now}, and the {in_flight} "
@@ -528,11 +558,9 @@ class Daemon:
         import ray
 
         assert self.engine is not None
+        self._ray_retry_at = None
         with self._busy_on_purpose(RAY_RESTART_LIMIT_S):
-            try:
-                self.engine.runner.shutdown()
-            except Exception:  # noqa: BLE001 - the old runner may be half dead
-                log.debug("old runner did not shut down cleanly", exc_info=True)
+            self._drop_workers()
             ray.shutdown()
             address = self.cfg.ray.address
             try:
@@ -544,6 +572,13 @@ class Daemon:
                 runner = self._ray_runner("")
         self._install_signal_handlers()
         self.engine.replace_runner(runner)
+
+    def _drop_workers(self) -> None:
+        assert self.engine is not None
+        try:
+            self.engine.runner.shutdown()
+        except Exception:  # noqa: BLE001 - the old runner may be half dead
+            log.debug("old runner did not shut down cleanly", exc_info=True)
 
     @contextmanager
     def _busy_on_purpose(self, limit_s: float) -> Iterator[None]:

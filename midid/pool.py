@@ -109,6 +109,32 @@ class LocalRunner:
         self._done.clear()
 
 
+class NoWorkers:
+    """Stands in for the workers while there are none - Ray starting, or new workers waiting
+    to be started after the old ones were lost: it takes no work, so the import goes on and
+    the queue keeps the rest."""
+
+    name = "no workers"
+
+    def capacity(self, kind: str) -> int:
+        return 0
+
+    def submit(self, kind: str, tasks: Sequence[Any]) -> None:
+        raise RuntimeError("no workers to take the batch")
+
+    def pending(self) -> int:
+        return 0
+
+    def wait(self, timeout_s: float) -> list[Done]:
+        return []
+
+    def check(self) -> None:
+        """No workers, nothing to lose."""
+
+    def shutdown(self) -> None:
+        """Nothing started."""
+
+
 def start_ray(address: str, num_cpus: int, object_store_mb: int) -> str:
     """Join a cluster or start a quiet local Ray sized for a small machine.
 

@@ -15,7 +15,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -23,7 +23,7 @@ from .config import Config
 from .db import Library
 from .engine import Engine, Runner, StageTotals, ray_runner, runs_on_ray
 from .importer import Importer, ImportSummary, LibraryWriteError
-from .pool import Done, LocalRunner
+from .pool import LocalRunner, NoWorkers
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def _run(cfg: Config, lib: Library, paths: list[str], show_progress: bool) -> di
     use_ray = runs_on_ray(cfg, expected)
     log.info("running split and analyze on %s (about %d file(s) expected)",
              "Ray actor pools" if use_ray else "this process", expected)
-    engine = Engine(cfg, lib, _RayStarting() if use_ray else LocalRunner())
+    engine = Engine(cfg, lib, NoWorkers() if use_ray else LocalRunner())
     step = _Stepper(cfg, engine)
     ready: list[Runner] = []  # the Ray runner, handed from this thread to whichever steps the engine
     cancelled = threading.Event()
@@ -127,7 +127,7 @@ def _run(cfg: Config, lib: Library, paths: list[str], show_progress: bool) -> di
                 summary = _import_while_ray_starts(cfg, lib, paths, on_import, ready, cancelled)
                 if ready:
                     engine.replace_runner(ready.pop())
-                elif isinstance(engine.runner, _RayStarting):  # parked: its cluster was lost meanwhile
+                elif isinstance(engine.runner, NoWorkers):  # parked: its cluster was lost meanwhile
                     _restart_locally(cfg, engine)
             else:
                 summary = Importer(cfg, lib).run(paths, progress=on_import)
@@ -220,7 +220,7 @@ class _Stepper:
             self.losses += 1
             in_flight = engine.runner.pending()
             engine.runner.shutdown()
-            engine.replace_runner(_RayStarting())
+            engine.replace_runner(NoWorkers())
             if self.losses > MAX_RAY_LOSSES:
                 raise ImportJobError(
                     f"the analysis workers were lost {self.losses} times in this job (last: {exc}); "
@@ -239,30 +239,6 @@ def _restart_locally(cfg: Config, engine: Engine) -> None:
 
     ray.shutdown()
     engine.replace_runner(ray_runner(cfg, ""))
-
-
-class _RayStarting:
-    """Stands in for the Ray runner while Ray starts: it takes no work, so the import goes on."""
-
-    name = "ray (starting)"
-
-    def capacity(self, kind: str) -> int:
-        return 0
-
-    def submit(self, kind: str, tasks: Sequence[Any]) -> None:
-        raise RuntimeError("Ray is still starting: no capacity")
-
-    def pending(self) -> int:
-        return 0
-
-    def wait(self, timeout_s: float) -> list[Done]:
-        return []
-
-    def check(self) -> None:
-        """Nothing to lose yet."""
-
-    def shutdown(self) -> None:
-        """Nothing started yet."""
 
 
 def estimate_inputs(paths: list[str], limit: int) -> int:

@@ -26,7 +26,7 @@ from midid.db import Library
 from midid.engine import Engine
 from midid.importer import Importer
 from midid import runjob
-from midid.pool import CRASH_ERROR, ClusterLost, LocalRunner, RayRunner, _Worker
+from midid.pool import CRASH_ERROR, ClusterLost, LocalRunner, NoWorkers, RayRunner, _Worker
 from midid.records import JSON_COLUMNS
 from midid.runjob import estimate_inputs, run_import
 
@@ -333,7 +333,7 @@ def test_a_cluster_lost_while_the_import_thread_steps_parks_the_engine_for_the_m
     worker.start()
     worker.join(30)
     assert result == [True] and lost.shut
-    assert isinstance(engine.runner, runjob._RayStarting)
+    assert isinstance(engine.runner, NoWorkers)
     assert engine.runner.capacity("analyze") == 0 and engine.runner.pending() == 0
 
 
@@ -359,4 +359,4 @@ def test_a_job_that_keeps_losing_its_workers_stops_with_an_error_instead_of_loop
     worker.join(30)
     assert outcome[:-1] == [True] * runjob.MAX_RAY_LOSSES
     assert isinstance(outcome[-1], runjob.ImportJobError)
-    assert "resumes" in str(outcome[-1]) and isinstance(engine.runner, runjob._RayStarting)
+    assert "resumes" in str(outcome[-1]) and isinstance(engine.runner, NoWorkers)
