@@ -29,9 +29,9 @@ from .config import Config, ConfigError, load_config
 from .db import Library
 from .engine import Engine, ray_runner
 from .importer import Importer, ImportSummary, LibraryWriteError
-from .pool import NoWorkers
 from .logsetup import setup_logging
 from .notify import Heartbeat, Notifier, WatchdogPinger, watchdog_interval_s
+from .pool import NoWorkers
 from .runjob import ImportJobError, open_library, writer_lock
 
 log = logging.getLogger(__name__)
