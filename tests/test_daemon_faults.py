@@ -19,6 +19,7 @@ from conftest import write_config
 from loopdev import loop_drive, require_loop
 from rayhead import free_port, head_processes, kill, start_head
 from test_daemon import Daemon, files_in_db, status, wait_until
+from test_pipeline import _LostRunner
 
 
 @pytest.mark.slow
@@ -205,18 +206,6 @@ def test_one_shot_import_whose_ray_head_dies_finishes_on_a_local_ray(tmp_path: P
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-class _LostWorkers:
-    """Workers whose Ray is gone (beside the real head kills above, which restart for real)."""
-
-    name = "lost"
-
-    def pending(self) -> int:
-        return 0
-
-    def shutdown(self) -> None:
-        """Nothing left to stop."""
-
-
 def test_workers_lost_again_soon_after_starting_are_restarted_after_a_growing_wait(tmp_path: Path) -> None:
     """A cluster that goes away is replaced at once; workers that die within a minute of
     starting, again and again (a broken install), get new ones only after 30 s, 60 s ...,
@@ -227,7 +216,7 @@ def test_workers_lost_again_soon_after_starting_are_restarted_after_a_growing_wa
     from midid.pool import ClusterLost, LocalRunner, NoWorkers
 
     d = daemon_mod.Daemon(str(write_config(tmp_path)))
-    d.engine = Engine(d.cfg, Library(d.cfg.database_path), _LostWorkers())
+    d.engine = Engine(d.cfg, Library(d.cfg.database_path), _LostRunner())
     restarts: list[float] = []
 
     def restart() -> None:  # what _restart_ray leaves behind, without starting a Ray here
@@ -242,7 +231,7 @@ def test_workers_lost_again_soon_after_starting_are_restarted_after_a_growing_wa
     assert len(restarts) == 1 and d._ray_retry_at is None  # replaced at once
 
     for n, wait_s in enumerate(daemon_mod.RAY_RETRY_S[1:] + (daemon_mod.RAY_RETRY_S[-1],), start=2):
-        d.engine.replace_runner(_LostWorkers())
+        d.engine.replace_runner(_LostRunner())
         d._recover_ray(ClusterLost("its workers stopped answering"))  # seconds after the restart
         assert len(restarts) == n - 1 and isinstance(d.engine.runner, NoWorkers)
         assert d._ray_retry_at == pytest.approx(time.monotonic() + wait_s, abs=1.0)
@@ -255,6 +244,6 @@ def test_workers_lost_again_soon_after_starting_are_restarted_after_a_growing_wa
 
     before = len(restarts)
     d._ray_started_at = time.monotonic() - 3600  # new workers that held for an hour
-    d.engine.replace_runner(_LostWorkers())
+    d.engine.replace_runner(_LostRunner())
     d._recover_ray(ClusterLost("no Ray cluster answers"))
     assert len(restarts) == before + 1 and d._ray_retry_at is None  # at once: the count starts again

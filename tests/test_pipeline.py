@@ -309,7 +309,8 @@ def test_the_runner_estimate_counts_files_and_archives_and_stops_at_the_limit(tm
 
 
 class _LostRunner:
-    """A runner whose cluster is gone (beside the real head-kill tests in test_daemon_faults.py)."""
+    """A runner whose cluster is gone, for the one-shot job and the daemon's back-off (beside the
+    real head-kill tests in test_daemon_faults.py)."""
 
     name = "lost"
 
