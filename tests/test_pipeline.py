@@ -27,7 +27,7 @@ from midid.engine import Engine
 from midid.importer import Importer
 from midid import runjob
 from midid.pool import CRASH_ERROR, ClusterLost, LocalRunner, NoWorkers, RayRunner, _Worker
-from midid.records import JSON_COLUMNS
+from midid.records import JSON_COLUMNS, analysis_row
 from midid.runjob import estimate_inputs, run_import
 
 POISON = b"MIDID-TEST-POISON"
@@ -122,6 +122,19 @@ def test_each_stored_analysis_row_is_the_analysis_of_its_library_file(tmp_path: 
             elif isinstance(value, bool):
                 stored = bool(stored)
             assert stored == value, (path, key)
+
+
+def test_analysis_row_json_reads_back_as_the_analysis_with_non_ascii_tags(sample_midi) -> None:
+    """Folder names in any script become tags: the row's JSON must read back to the same
+    strings (orjson keeps them as UTF-8 where json.dumps would escape them)."""
+    song = next(p for p in sample_midi if p.name.startswith("pop909"))
+    analysis = analyze_bytes(song.read_bytes(), prior_tags=("café", "ベース", 'say "hi"\\'))
+    row = analysis_row(7, analysis)
+    assert row["file_id"] == 7 and row["is_drums"] == 0
+    for key in JSON_COLUMNS:
+        assert json.loads(row[key]) == getattr(analysis, key), key
+    assert {"café", "ベース", 'say "hi"\\'} <= set(json.loads(row["tags"]))
+    assert len(json.loads(row["chords"])) > 10
 
 
 class PoisonWorker(_Worker):

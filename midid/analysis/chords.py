@@ -208,6 +208,8 @@ def _shortest_cycle(labels: list[str], limit: int) -> list[str]:
     """The shortest prefix that, repeated, reproduces the sequence (at least twice over)."""
     n = len(labels)
     for size in range(2, min(limit, n // 2) + 1):
-        if labels == (labels[:size] * (n // size + 1))[:n]:
+        # Period ``size`` means every label equals the one ``size`` later: one list compare
+        # that stops at the first mismatch, not a repeated copy of the prefix.
+        if labels[size:] == labels[:-size]:
             return labels[:size]
     return labels[:limit]
