@@ -220,7 +220,10 @@ class TreeSampler:
         for pid in pids:
             seen = _cpu_seconds_and_name(pid)
             if seen is not None:
-                self._cpu[pid] = seen
+                # An exiting process (a zombie) has an empty command line: keep the name it
+                # had, or the driver's last CPU reading is counted as a Ray service.
+                name = seen[1] or self._cpu.get(pid, (0.0, ""))[1]
+                self._cpu[pid] = (seen[0], name)
 
     @property
     def cpu_seconds(self) -> dict[str, float]:
