@@ -25,16 +25,18 @@ def _listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def start_head(temp_dir: Path, port: int, num_cpus: int = 1) -> subprocess.Popen:
-    """A real one-node cluster, as `ray start --head` makes it, with its own port and temp dir."""
+def start_head(temp_dir: Path, port: int, num_cpus: int = 1, client_port: int | None = None) -> subprocess.Popen:
+    """A real one-node cluster, as `ray start --head` makes it, with its own port and temp dir;
+    with `client_port`, its Ray Client server (`ray://`) listens there."""
     ray_bin = Path(sys.executable).with_name("ray")
+    client = [f"--ray-client-server-port={client_port}"] if client_port else []
     head = subprocess.Popen(
         [str(ray_bin), "start", "--head", "--block", f"--port={port}", f"--num-cpus={num_cpus}",
          f"--temp-dir={temp_dir}", "--include-dashboard=false", "--disable-usage-stats",
-         "--node-ip-address=127.0.0.1"],
+         "--node-ip-address=127.0.0.1", *client],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 60
-    while not (_listening(port) or head.poll() is not None):
+    while not all(_listening(p) for p in (port, client_port or port)) and head.poll() is None:
         if time.monotonic() > deadline:
             raise AssertionError("timed out waiting for the head's GCS port")
         time.sleep(0.2)

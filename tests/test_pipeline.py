@@ -267,16 +267,20 @@ def test_kill_9_at_random_points_then_resume(tmp_path: Path, sample_midi) -> Non
 
 
 @pytest.mark.slow
-def test_joins_a_ray_cluster_started_with_ray_start_head(tmp_path: Path, sample_midi) -> None:
-    port = free_port()
+@pytest.mark.parametrize("scheme", ["", "ray://"])
+def test_joins_a_ray_cluster_started_with_ray_start_head(tmp_path: Path, sample_midi, scheme: str) -> None:
+    """By its GCS address, and as a Ray Client (`ray://`, the client server's port): the
+    install must carry what the client needs (`ray[client]`), which plain `ray` does not."""
+    port, client_port = free_port(), free_port()
     temp_dir = Path(tempfile.mkdtemp(prefix="midid-head-"))  # short: Ray's socket paths below it
-    head = start_head(temp_dir, port, num_cpus=2)
+    head = start_head(temp_dir, port, num_cpus=2, client_port=client_port)
     try:
         src = tmp_path / "src"
         src.mkdir()
         for f in sample_midi:
             (src / f.name).write_bytes(f.read_bytes())
-        config = write_config(tmp_path, f'[ray]\naddress = "127.0.0.1:{port}"\n')
+        address = f"ray://127.0.0.1:{client_port}" if scheme else f"127.0.0.1:{port}"
+        config = write_config(tmp_path, f'[ray]\naddress = "{address}"\n')
         done = subprocess.run([sys.executable, "-m", "midid.ctl", "--config", str(config), "import",
                                "--local", "--json", str(src)], capture_output=True, text=True, timeout=240)
         assert done.returncode == 0, done.stderr
