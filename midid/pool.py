@@ -50,7 +50,10 @@ CRASH_ERROR = "the worker analysing this file crashed or hung (the file is proba
 # Ray's timer is only a last resort: it must outlast a main loop stalled for as long as systemd
 # tolerates (WatchdogSec=30), and the decision to fall back stays the daemon's.
 DRIVER_GCS_TIMEOUT_S = 120
-
+# A Ray Client (`ray://`) blocks any call while its server is unreachable, for its reconnect
+# grace period (30 s by default), and the probe cannot run meanwhile: 10 s keeps the daemon's
+# main loop inside the watchdog's 30 s and still rides out a short network drop.
+CLIENT_GRACE_S = 10
 
 MAX_UNANSWERED = 5  # suspects in a row whose worker was already gone: the pool is lost
 BACKOFF_S = (0.25, 0.5, 1.0, 2.0, 4.0)  # before a suspect goes out again after its ping failed
@@ -145,6 +148,10 @@ def start_ray(address: str, num_cpus: int, object_store_mb: int) -> str:
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     # Read by Ray's C++ core when the driver connects; an operator's own value wins.
     os.environ.setdefault("RAY_gcs_rpc_server_reconnect_timeout_s", str(DRIVER_GCS_TIMEOUT_S))
+    os.environ.setdefault("RAY_CLIENT_RECONNECT_GRACE_PERIOD", str(CLIENT_GRACE_S))
+    # Never let a stray Ray call (after a lost cluster's shutdown) start a default Ray of its
+    # own: Ray reads this when it is imported.
+    os.environ.setdefault("RAY_ENABLE_AUTO_CONNECT", "0")
     if address and (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
                     or os.path.exists(os.path.expanduser("~/.ray/auth_token"))):
         # `ray start` enables token authentication; a driver sends the token only in token
@@ -239,10 +246,15 @@ class RayRunner:
         actor = min(pool, key=lambda a: self.load.get(id(a), 0))
         self.load[id(actor)] = self.load.get(id(actor), 0) + 1
         batch.actor, batch.submitted = actor, time.monotonic()
-        if batch.attempt:
-            batch.ping = actor.pid.remote()
-        batch.ref = actor.run.remote(batch.kind, list(batch.tasks))
-        self.in_flight[batch.ref] = batch
+        try:
+            if batch.attempt:
+                batch.ping = actor.pid.remote()
+            batch.ref = actor.run.remote(batch.kind, list(batch.tasks))
+            self.in_flight[batch.ref] = batch  # a Ray Client ref's hash waits for its id
+        except Exception as exc:
+            if not self._client_gone(exc):
+                raise
+            raise ClusterLost(self.lost) from None
 
     def pending(self) -> int:
         return len(self.in_flight) + len(self._suspects)
@@ -258,12 +270,17 @@ class RayRunner:
                 soonest = min(s.not_before for s in self._suspects) - time.monotonic()
                 time.sleep(min(max(soonest, 0.0), timeout_s))
             return []
-        ready, _ = ray.wait(list(self.in_flight), num_returns=1, timeout=timeout_s)
-        if ready:
-            rest = [r for r in self.in_flight if r not in ready]
-            if rest:
-                more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
-                ready += more
+        try:
+            ready, _ = ray.wait(list(self.in_flight), num_returns=1, timeout=timeout_s)
+            if ready:
+                rest = [r for r in self.in_flight if r not in ready]
+                if rest:
+                    more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+                    ready += more
+        except Exception as exc:
+            if not self._client_gone(exc):
+                raise
+            raise ClusterLost(self.lost) from None
         out: list[Done] = []
         failed: list[tuple[Batch, BaseException]] = []
         now = time.monotonic()
@@ -278,9 +295,13 @@ class RayRunner:
                 out.append(Done(batch.kind, batch.tasks, ray.get(ref)))
             except self._actor_failures as exc:
                 failed.append((batch, exc))
+            except Exception as exc:
+                if not self._client_gone(exc):
+                    raise
+                failed.append((batch, exc))
             else:
                 self._unanswered = 0
-        if failed:
+        if failed and self.lost is None:
             self._probe_cluster()  # a dead head fails every batch just as a hostile file does
         if self.lost is not None:
             log.warning("%d batch(es) failed because their Ray is gone (%s); they will be redone",
@@ -309,6 +330,16 @@ class RayRunner:
             probe(self.watch, self.probe_timeout_s)
         except ConnectionError as exc:
             self.lost, self._ray_gone = str(exc), True
+
+    def _client_gone(self, exc: Exception) -> bool:
+        """Whether a failed Ray call means a Ray Client (`ray://`) lost its server, and if so
+        mark the pools lost. Such a client raises ConnectionError once its server has been
+        gone past the reconnect grace period, then disconnects itself, after which every call
+        raises a plain Exception; either way it is unusable, whatever a probe says."""
+        if not isinstance(exc, ConnectionError) and self._ray.is_initialized():
+            return False
+        self.lost, self._ray_gone = f"the Ray Client connection broke ({exc})", True
+        return True
 
     def _send_suspects(self) -> None:
         """A suspect runs alone in its pool (whatever stages share it), so a crash can only be
@@ -350,6 +381,10 @@ class RayRunner:
         try:
             self._ray.get(ping, timeout=1.0)
         except (*self._actor_failures, self._ray.exceptions.GetTimeoutError):
+            return False
+        except Exception as exc:
+            if not self._client_gone(exc):
+                raise
             return False
         return True
 

@@ -48,18 +48,22 @@ def _analysis_rows(tmp_path: Path) -> tuple[int, int, int]:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("scheme", ["", "ray://"])
 def test_a_ray_head_lost_mid_run_falls_back_to_a_local_ray_and_loses_nothing(
-        tmp_path: Path, sample_midi, monkeypatch: pytest.MonkeyPatch) -> None:
-    port = free_port()
+        tmp_path: Path, sample_midi, monkeypatch: pytest.MonkeyPatch, scheme: str) -> None:
+    """By the GCS address, or as a Ray Client (`ray://`), whose calls block while its server
+    is gone (for midid's 10 s grace period, inside the 30 s watchdog) before they fail."""
+    port, client_port = free_port(), free_port()
+    address = f"ray://127.0.0.1:{client_port}" if scheme else f"127.0.0.1:{port}"
     # Not under tmp_path: Ray's socket paths below it must fit in AF_UNIX's 107 bytes.
     temp_dir = Path(tempfile.mkdtemp(prefix="midid-head-"))
-    head = start_head(temp_dir, port)
+    head = start_head(temp_dir, port, client_port=client_port)
     d: Daemon | None = None
     try:
         src = tmp_path / "src"
         src.mkdir()
         config = write_config(tmp_path, f'[sources]\nfolders = ["{src}"]\n[watch]\nsettle_s = 0.5\n'
-                                        f'[ray]\naddress = "127.0.0.1:{port}"\nnum_cpus = 2\nobject_store_mb = 100\n'
+                                        f'[ray]\naddress = "{address}"\nnum_cpus = 2\nobject_store_mb = 100\n'
                                         "[pipeline]\nanalyze_actors = 1\nbatch_size = 8\n[export]\nenabled = false\n")
         # Ray's own timer for a silent GCS, shortened for the daemon alone (not the heads): had
         # the daemon not shut that Ray down itself, this would end it 15 s after the head is gone.
@@ -79,7 +83,7 @@ def test_a_ray_head_lost_mid_run_falls_back_to_a_local_ray_and_loses_nothing(
         before = sum(files_in_db(tmp_path).values())
         assert before < n, "the kill must come while files are still being analysed"
         wait_until(lambda: sum(files_in_db(tmp_path).values()) == n, 90, "every dropped file analysed")
-        lost = [m for m in status(config)["daemon_messages"] if f"lost the Ray cluster at 127.0.0.1:{port}" in m]
+        lost = [m for m in status(config)["daemon_messages"] if f"lost the Ray cluster at {address}" in m]
         assert lost and "running on a local Ray" in lost[0] and "nothing is lost" in lost[0]
         assert "systemctl reload midid" in lost[0]
         assert "lost the Ray cluster" in (tmp_path / "daemon.log").read_text()
@@ -93,11 +97,11 @@ def test_a_ray_head_lost_mid_run_falls_back_to_a_local_ray_and_loses_nothing(
         wait_until(lambda: any("still unreachable" in m for m in status(config)["daemon_messages"]), 30,
                    "the reload to try the cluster")
         head.wait(30)
-        head = start_head(temp_dir, port)
+        head = start_head(temp_dir, port, client_port=client_port)
         wait_until(lambda: time.monotonic() - killed_at > 20, 30, "Ray's own timeout to pass")
         assert d.proc.poll() is None, "the daemon stays up"
         d.proc.send_signal(signal.SIGHUP)
-        wait_until(lambda: any(f"joined the Ray cluster at 127.0.0.1:{port}" in m
+        wait_until(lambda: any(f"joined the Ray cluster at {address}" in m
                                for m in status(config)["daemon_messages"]), 60, "the cluster to be joined again")
         (src / "after.mid").write_bytes(sample_midi[1].read_bytes())
         wait_until(lambda: files_in_db(tmp_path).get("after.mid") == 1, 60, "a new file analysed on the cluster")
@@ -171,14 +175,19 @@ def test_one_shot_import_with_an_unreachable_cluster_runs_on_a_local_ray(tmp_pat
 
 
 @pytest.mark.slow
-def test_one_shot_import_whose_ray_head_dies_finishes_on_a_local_ray(tmp_path: Path, sample_midi) -> None:
-    port = free_port()
+@pytest.mark.parametrize("scheme", ["", "ray://"])
+def test_one_shot_import_whose_ray_head_dies_finishes_on_a_local_ray(tmp_path: Path, sample_midi,
+                                                                     scheme: str) -> None:
+    """Joined by the GCS address or as a Ray Client (`ray://`, whose connection would wait
+    out Ray's reconnect grace period): either way the head's death is noticed by the probe."""
+    port, client_port = free_port(), free_port()
     temp_dir = Path(tempfile.mkdtemp(prefix="midid-head-"))
-    head = start_head(temp_dir, port)
+    head = start_head(temp_dir, port, client_port=client_port)
     try:
         n = 1200
         _one_shot_sources(tmp_path / "src", sample_midi, n)
-        config = write_config(tmp_path, f'[ray]\naddress = "127.0.0.1:{port}"\nnum_cpus = 2\nobject_store_mb = 100\n'
+        address = f"ray://127.0.0.1:{client_port}" if scheme else f"127.0.0.1:{port}"
+        config = write_config(tmp_path, f'[ray]\naddress = "{address}"\nnum_cpus = 2\nobject_store_mb = 100\n'
                                         "[pipeline]\nanalyze_actors = 1\nbatch_size = 8\n")
         env = dict(os.environ, RAY_gcs_rpc_server_reconnect_timeout_s="15")  # Ray's own exit, were midid slow
         proc = subprocess.Popen(_import_cmd(config, tmp_path / "src"), stdout=subprocess.PIPE,
