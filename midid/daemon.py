@@ -548,13 +548,21 @@ class Daemon:
                 log.error("Ray cluster at %s is still unreachable (%s); staying on the local Ray", address, exc)
                 return
         log.info("moving the workers to %s", f"the Ray cluster at {address}" if address else "a local Ray")
-        self._restart_ray()
-        self._message(f"{time.strftime('%Y-%m-%d %H:%M:%S')}: " + (
-            f"joined the Ray cluster at {address}." if self.ray_address == address and address
-            else "running on a local Ray."))
+        failed = self._restart_ray()
+        if failed is not None:
+            text = (f"could not join the Ray cluster at {address} ({type(failed).__name__}: "
+                    f"{_gist(failed)}); running on a local Ray. The journal has Ray's whole "
+                    "error; reload midid to try again.")
+        elif address:
+            text = f"joined the Ray cluster at {address}."
+        else:
+            text = "running on a local Ray."
+        self._message(f"{time.strftime('%Y-%m-%d %H:%M:%S')}: {text}")
 
-    def _restart_ray(self) -> None:
-        """Drop the workers and this process's Ray; join the configured one, else start a local one."""
+    def _restart_ray(self) -> Exception | None:
+        """Drop the workers and this process's Ray; join the configured one, else start a local
+        one. Returns why the configured cluster could not be joined (None when it was, or when
+        none is configured)."""
         import ray
 
         assert self.engine is not None
@@ -563,15 +571,18 @@ class Daemon:
             self._drop_workers()
             ray.shutdown()
             address = self.cfg.ray.address
+            failed: Exception | None = None
             try:
                 runner = self._ray_runner(address)
             except Exception as exc:  # noqa: BLE001 - any failure to join means: run locally
                 if not address:
                     raise
                 log.error("cannot join the Ray cluster at %s (%s); using a local Ray", address, exc)
+                failed = exc
                 runner = self._ray_runner("")
         self._install_signal_handlers()
         self.engine.replace_runner(runner)
+        return failed
 
     def _drop_workers(self) -> None:
         assert self.engine is not None
@@ -616,6 +627,13 @@ class Daemon:
 
 def _is_ray_failure(exc: BaseException) -> bool:
     return type(exc).__module__.startswith("ray") or isinstance(exc, (ConnectionError, TimeoutError))
+
+
+def _gist(exc: BaseException) -> str:
+    """The line of an error a user can act on: Ray's join errors carry a server-side traceback
+    whose last line is the reason ("RuntimeError: Starting Ray client server failed ...")."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return (lines[-1] if lines else type(exc).__name__)[:300]
 
 
 def main(argv: list[str] | None = None) -> None:

