@@ -76,8 +76,8 @@ def kill(pids: set[int]) -> None:
             pass
 
 
-# Ray's own flake, seen in about one `ray://` join in six under the test suite's load, more on
-# re-joining a restarted head: the Ray Client server starts a server per client, which dies as
+# Ray's own flake, seen in 2 of about 20 first `ray://` joins and 2 of 4 re-joins of a head
+# restarted seconds before: the Ray Client server starts a server per client, which dies as
 # it starts, and the join fails 30-40 s later with this. midid then runs on a local Ray and
 # says why (tests/test_daemon_faults.py checks that message); a test of the path behind a
 # working join cannot run that time.
