@@ -35,6 +35,8 @@ import os
 import socket
 import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -246,15 +248,11 @@ class RayRunner:
         actor = min(pool, key=lambda a: self.load.get(id(a), 0))
         self.load[id(actor)] = self.load.get(id(actor), 0) + 1
         batch.actor, batch.submitted = actor, time.monotonic()
-        try:
+        with self._client_calls():
             if batch.attempt:
                 batch.ping = actor.pid.remote()
             batch.ref = actor.run.remote(batch.kind, list(batch.tasks))
             self.in_flight[batch.ref] = batch  # a Ray Client ref's hash waits for its id
-        except Exception as exc:
-            if not self._client_gone(exc):
-                raise
-            raise ClusterLost(self.lost) from None
 
     def pending(self) -> int:
         return len(self.in_flight) + len(self._suspects)
@@ -270,17 +268,13 @@ class RayRunner:
                 soonest = min(s.not_before for s in self._suspects) - time.monotonic()
                 time.sleep(min(max(soonest, 0.0), timeout_s))
             return []
-        try:
+        with self._client_calls():
             ready, _ = ray.wait(list(self.in_flight), num_returns=1, timeout=timeout_s)
             if ready:
                 rest = [r for r in self.in_flight if r not in ready]
                 if rest:
                     more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
                     ready += more
-        except Exception as exc:
-            if not self._client_gone(exc):
-                raise
-            raise ClusterLost(self.lost) from None
         out: list[Done] = []
         failed: list[tuple[Batch, BaseException]] = []
         now = time.monotonic()
@@ -330,6 +324,17 @@ class RayRunner:
             probe(self.watch, self.probe_timeout_s)
         except ConnectionError as exc:
             self.lost, self._ray_gone = str(exc), True
+
+    @contextmanager
+    def _client_calls(self) -> Iterator[None]:
+        """Ray calls after which a Ray Client that lost its server (see `_client_gone`) means
+        `ClusterLost`; any other error goes on as it is."""
+        try:
+            yield
+        except Exception as exc:
+            if not self._client_gone(exc):
+                raise
+            raise ClusterLost(self.lost) from None
 
     def _client_gone(self, exc: Exception) -> bool:
         """Whether a failed Ray call means a Ray Client (`ray://`) lost its server, and if so
