@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import mido
@@ -14,7 +15,9 @@ import pytest
 from midid.analysis import analyze_bytes
 from midid.analysis import chords as chords_mod
 from midid.analysis.drums import PART_OF_PITCH
+from midid.analysis import timing
 from midid.analysis.kernels import chord_path, envelope_acf, note_summary, numba_cache_dir
+from midid.analysis.parse import ParsedMidi, parse_midi
 from test_analysis_fast import TPQ, smf, timed_notes
 
 
@@ -285,17 +288,17 @@ def test_warm_up_readies_every_kernel_in_a_fresh_process() -> None:
 
 
 # ----- the tempo map's dominant tempo -------------------------------------------------------
+def with_tempo_map(ticks: np.ndarray, mspq: np.ndarray) -> ParsedMidi:
+    """A one-note file's parse, given the tempo map (set-tempo ticks, microseconds per quarter)."""
+    note = parse_midi(smf([mido.Message("note_on", note=60, velocity=90, time=0),
+                           mido.Message("note_off", note=60, velocity=0, time=TPQ)]))
+    return replace(note, tempo_ticks=ticks, tempo_mspq=mspq)
+
+
 def test_short_and_long_tempo_maps_are_summed_alike() -> None:
     """tempo_summary reads maps of up to _SMALL_MAP events with plain ints and longer ones
     with numpy: the same map, cut to any length, must get the same answer both ways (ties
     included: values are drawn from a handful, spans often equal)."""
-    from dataclasses import replace
-
-    from midid.analysis import timing
-    from midid.analysis.parse import parse_midi
-
-    base = parse_midi(smf([mido.Message("note_on", note=60, velocity=90, time=0),
-                           mido.Message("note_off", note=60, velocity=0, time=TPQ)]))
     rng = np.random.default_rng(7)
     for trial in range(300):
         n = int(rng.integers(2, 40))
@@ -303,7 +306,7 @@ def test_short_and_long_tempo_maps_are_summed_alike() -> None:
         if trial % 3 == 0:
             ticks[0] = 0
         mspq = rng.choice([400_000, 500_000, 600_000], n).astype(np.int64)
-        midi = replace(base, tempo_ticks=ticks, tempo_mspq=mspq)
+        midi = with_tempo_map(ticks, mspq)
         last = int(rng.integers(0, 60)) * TPQ
         short = timing.tempo_summary(midi, last)
         timing._SMALL_MAP, saved = 0, timing._SMALL_MAP
@@ -317,18 +320,11 @@ def test_short_and_long_tempo_maps_are_summed_alike() -> None:
 def test_one_position_in_seconds_is_the_array_answer() -> None:
     """seconds_at walks the map on plain numbers; ticks_to_seconds on arrays: equal to the
     last bit, for maps that start at 0 or later, positions before, on and after changes."""
-    from dataclasses import replace
-
-    from midid.analysis.parse import parse_midi
-    from midid.analysis.timing import seconds_at, ticks_to_seconds
-
-    base = parse_midi(smf([mido.Message("note_on", note=60, velocity=90, time=0),
-                           mido.Message("note_off", note=60, velocity=0, time=TPQ)]))
     rng = np.random.default_rng(11)
     for _ in range(200):
         n = int(rng.integers(1, 12))
         ticks = np.sort(rng.choice(np.arange(0, 40) * 37, n, replace=False)).astype(np.int64)
         mspq = rng.integers(200_000, 1_500_000, n).astype(np.int64)
-        midi = replace(base, tempo_ticks=ticks, tempo_mspq=mspq)
+        midi = with_tempo_map(ticks, mspq)
         for tick in [0, int(ticks[0]), int(ticks[-1]), int(rng.integers(0, 2000))]:
-            assert seconds_at(tick, midi) == float(ticks_to_seconds(np.array([tick]), midi)[0])
+            assert timing.seconds_at(tick, midi) == float(timing.ticks_to_seconds(np.array([tick]), midi)[0])
