@@ -416,9 +416,7 @@ class _Worker:
     """A Ray actor: imports the compute once, then runs batches (bytes in, records out)."""
 
     def __init__(self) -> None:
-        from .analysis import warm_up
-
-        warm_up()  # load (or compile, once per machine) the analysis kernels before the first batch
+        task_fns.warm_up()
         self._run: Callable[[str, Sequence[Any]], list[Any]] = task_fns.run_batch
 
     def run(self, kind: str, tasks: Sequence[Any]) -> list[Any]:

@@ -16,6 +16,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numpy as np
+
+from .compiled import compiled_on_first_call
+
 __all__ = [
     "Event",
     "Smf",
@@ -38,6 +42,7 @@ END_OF_TRACK = b"\xff\x2f\x00"
 
 # Data bytes that follow each channel status nibble (0x8n..0xEn).
 _DATA_LEN = {0x8: 2, 0x9: 2, 0xA: 2, 0xB: 2, 0xC: 1, 0xD: 1, 0xE: 2}
+_DATA_LENGTHS = np.array([_DATA_LEN.get(nibble, 0) for nibble in range(16)], dtype=np.int64)
 
 
 class SmfError(ValueError):
@@ -232,18 +237,79 @@ def iter_events(track: bytes) -> Iterator[Event]:
         yield Event(tick, status, bytes((status,)) + track[start:stop], meta_type)
 
 
-def note_channels(track: bytes, limit: int = 16) -> list[int]:
-    """0-based channels that play a note-on with velocity > 0, in order of first note.
+def note_channels(track: bytes) -> list[int]:
+    """0-based channels that play a note-on with velocity > 0, ascending.
 
-    Stops walking once ``limit`` channels are found (``limit=2`` answers "more than one?").
+    The walk is :func:`iter_spans`' own, compiled (:func:`_note_channel_mask`): in Python it
+    costs about a microsecond per event, a fifth of the analysis of a drum loop whose bytes
+    merely look as if they might hold two channels. Raises :class:`SmfError` as
+    :func:`iter_spans` would, with its message (found by walking again in Python).
     """
-    found: list[int] = []
-    for _, status, _, stop in iter_spans(track):
-        if status >> 4 == 0x9 and track[stop - 1] and (status & 0x0F) not in found:
-            found.append(status & 0x0F)
-            if len(found) >= limit:
+    mask = _note_channel_mask(np.frombuffer(track, dtype=np.uint8))
+    if mask < 0:
+        for _ in iter_spans(track):
+            pass
+        raise SmfError("malformed track")  # iter_spans named the damage above; never reached
+    return [channel for channel in range(16) if mask >> channel & 1]
+
+
+@compiled_on_first_call
+def _note_channel_mask(track: np.ndarray) -> int:
+    """Bit ``c`` set when channel ``c`` plays a note-on with velocity > 0; -1 where
+    :func:`iter_spans` would raise. Mirrors it step by step (``track`` is the body's bytes)."""
+    end = track.size
+    pos = 0
+    running = 0
+    mask = 0
+    while pos < end:
+        read = 0  # the delta time: a variable-length number of at most 4 bytes
+        while True:
+            if pos >= end or read == 4:
+                return -1
+            pos += 1
+            read += 1
+            if track[pos - 1] < 0x80:
                 break
-    return found
+        if pos >= end:
+            return -1
+        status = int(track[pos])
+        if status >= 0x80:
+            pos += 1
+        elif running:
+            status = running
+        else:
+            return -1
+        start = pos
+        if status < 0xF0:
+            running = status
+            pos += _DATA_LENGTHS[status >> 4]
+            if pos > end or (track[start] | track[pos - 1]) & 0x80:
+                return -1
+            if status >> 4 == 0x9 and track[pos - 1]:
+                mask |= 1 << (status & 0x0F)
+        elif status == META or status == SYSEX or status == SYSEX_ESCAPE:
+            if status == META:
+                if pos >= end:
+                    return -1
+                pos += 1  # the meta type byte
+            length = 0  # a variable-length number again
+            read = 0
+            while True:
+                if pos >= end or read == 4:
+                    return -1
+                length = (length << 7) | (track[pos] & 0x7F)
+                pos += 1
+                read += 1
+                if track[pos - 1] < 0x80:
+                    break
+            pos += length
+            if pos > end:
+                return -1
+            if status == META and track[start] == META_END_OF_TRACK:
+                return mask
+        else:
+            return -1
+    return mask
 
 
 def write_track(events: Sequence[Event]) -> bytes:

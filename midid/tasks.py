@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from .analysis import AnalysisError, analyze_bytes
+from .analysis import warm_up as warm_up_analysis
 from .records import analysis_row
+from .smf import note_channels
 from .stages.split import Part, SplitError, split_midi
 
 
@@ -43,6 +45,13 @@ class AnalyzeOutcome:
     file_id: int
     row: dict[str, Any] | None
     error: str | None = None
+
+
+def warm_up() -> None:
+    """Load (or compile, once per machine) every kernel a batch may need - the analysis's and
+    the split's type-0 channel walk - so a worker's first batch does not pay for it."""
+    warm_up_analysis()
+    note_channels(b"\x00\xff\x2f\x00")
 
 
 def split_batch(tasks: Sequence[SplitTask]) -> list[SplitOutcome]:

@@ -12,7 +12,17 @@ import symusic
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from midid.smf import Event, encode_vlq, iter_events, read_smf, write_smf, write_track
+from midid.smf import (
+    Event,
+    SmfError,
+    encode_vlq,
+    iter_events,
+    iter_spans,
+    note_channels,
+    read_smf,
+    write_smf,
+    write_track,
+)
 from midid.stages.split import Part, SplitError, split_midi
 
 DATA = Path(__file__).resolve().parent / "data" / "split"
@@ -288,6 +298,82 @@ def test_corrupt_event_in_scanned_track_raises_split_error() -> None:
             b"MTrk\x00\x00\x00\x04\x00\x40\x40\x00")
     with pytest.raises(SplitError):
         split_midi(data)
+
+
+def _channels_by_python_walk(track: bytes) -> list[int] | str:
+    """The reference: note-on channels by iter_spans, or the SmfError message it raises."""
+    found: set[int] = set()
+    try:
+        for _, status, _, stop in iter_spans(track):
+            if status >> 4 == 0x9 and track[stop - 1]:
+                found.add(status & 0x0F)
+    except SmfError as exc:
+        return str(exc)
+    return sorted(found)
+
+
+def _channels_by_compiled_walk(track: bytes) -> list[int] | str:
+    try:
+        return note_channels(track)
+    except SmfError as exc:
+        return str(exc)
+
+
+TRACKS = [t for path in sorted((DATA.parent / "midi").glob("*.mid")) + POP909_LOCAL
+          for t in read_smf(path.read_bytes()).tracks]
+
+
+def test_compiled_note_channel_walk_matches_the_python_walk_on_real_tracks() -> None:
+    assert len(TRACKS) >= 10
+    for track in TRACKS:
+        assert _channels_by_compiled_walk(track) == _channels_by_python_walk(track)
+    # and a type-0 track with drums, bass and a velocity-0 note-on on a third channel
+    two = mido.MidiFile(type=0, tracks=[mido.MidiTrack(
+        [*_notes_on(9, 36), *_notes_on(1, 40), mido.Message("note_on", channel=5, note=60, velocity=0),
+         mido.MetaMessage("end_of_track")])])
+    assert note_channels(read_smf(_save(two)).tracks[0]) == [1, 9]
+
+
+@pytest.mark.parametrize("body", [
+    b"\x00\x99\x24\x40\x00\x24\x00\x00\xff\x2f\x00junk\x00\x95",  # running status; bytes after the end ignored
+    b"\x83\x80\x80\x00\x91\x3c\x40",  # a 4-byte delta time is allowed
+    b"\x81\x80\x80\x80\x00\x91\x3c\x40",  # a 5-byte one is not
+    b"\x00\xff\x01\x81\x80\x80\x80\x00",  # nor a 5-byte meta length
+    b"\x00\xff\x01\x83\x00" + b"x" * 384 + b"\x00\x92\x3c\x40",  # a long text, then a note
+    b"\x00\xf0\x03\x7e\x7f\xf7\x00\x40\x40",  # sysex does not set running status
+    b"\x00\x93\x3c\x40\x00\xf0\x01\xf7\x00\x3e\x40",  # ... nor clear it
+    b"\x00\xf1\x00",  # a status byte no file may hold
+    b"\x00\xff",  # a meta event cut before its type
+    b"\x00\xff\x01\x05abc",  # ... or inside its text
+    b"\x00\x94\x3c",  # a note cut short
+    b"\x00\x94\x3c\x80",  # a status byte as velocity
+    b"\x00\xc5\x10\x00\x95\x3c\x40\x00\xe6\x00\x40",  # program and pitch bend lengths
+    b"\x80",  # a delta time cut short
+])
+def test_compiled_note_channel_walk_matches_the_python_walk_on_edge_cases(body: bytes) -> None:
+    assert _channels_by_compiled_walk(body) == _channels_by_python_walk(body)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.data())
+def test_compiled_note_channel_walk_matches_the_python_walk_on_damaged_tracks(data: st.DataObject) -> None:
+    """Same channels, or the same error, on real tracks with bytes changed, cut or inserted,
+    and on events made of random bytes (meta and sysex lengths, running status, long VLQs)."""
+    track = bytearray(data.draw(st.sampled_from(TRACKS)))
+    for _ in range(data.draw(st.integers(0, 6))):
+        pos = data.draw(st.integers(0, len(track)))
+        action = data.draw(st.sampled_from(["set", "cut", "insert"]))
+        if action == "cut":
+            del track[pos:]
+        elif action == "insert":
+            track[pos:pos] = data.draw(st.binary(min_size=1, max_size=6))
+        elif pos < len(track):
+            track[pos] = data.draw(st.sampled_from([0x00, 0x7F, 0x80, 0x90, 0x99, 0xC0, 0xF0, 0xF7, 0xFF,
+                                                    0x2F, data.draw(st.integers(0, 255))]))
+    body = bytes(track)
+    assert _channels_by_compiled_walk(body) == _channels_by_python_walk(body)
+    random_body = data.draw(st.binary(max_size=64))
+    assert _channels_by_compiled_walk(random_body) == _channels_by_python_walk(random_body)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

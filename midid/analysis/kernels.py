@@ -1,92 +1,19 @@
-"""Compiled inner loops of the analysis (numba), compiled on first use.
+"""Compiled inner loops of the analysis (numba, compiled on first use: see :mod:`midid.compiled`).
 
 The analysis is numpy over whole files, but some steps are loops by nature - the chord Viterbi
 (one step per beat), the tempo score (hundreds of gathers per candidate) - and for a short
 file the cost is the number of numpy calls, not arithmetic. These kernels do such steps in one
-call each. Each is compiled by numba with ``cache=True`` the first time it is called: the
-first process on a machine compiles (seconds, once), later processes load the machine code
-from the cache (well under a second, mostly importing numba), and importing
-``midid.analysis`` (the daemon, ``midictl status``) never imports numba at all.
-
-Where the cache goes: numba writes to ``NUMBA_CACHE_DIR`` when it is set, else beside this
-file when the package directory is writable; when neither (a read-only system install), it
-is set here to ``$XDG_CACHE_HOME/midid/numba`` (or ``~/.cache/midid/numba``, or a per-user
-directory under the system temp directory) before numba is imported.
+call each.
 """
 
 from __future__ import annotations
 
-import functools
-import os
-import tempfile
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
-
 import numpy as np
 
-
-def _writable_dir(path: Path) -> bool:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return False
-    return os.access(path, os.W_OK | os.X_OK)
+from ..compiled import compiled_on_first_call
 
 
-def numba_cache_dir(package_dir: Path, environ: dict[str, str]) -> str | None:
-    """The NUMBA_CACHE_DIR to set, or None when numba's own choice works (variable already
-    set, or ``package_dir`` writable so the cache sits in its ``__pycache__``)."""
-    if environ.get("NUMBA_CACHE_DIR") or os.access(package_dir, os.W_OK | os.X_OK):
-        return None
-    homes = [environ.get("XDG_CACHE_HOME"), environ.get("HOME") and f"{environ['HOME']}/.cache"]
-    candidates = [Path(h) / "midid" / "numba" for h in homes if h]
-    candidates.append(Path(tempfile.gettempdir()) / f"midid-numba-{os.getuid()}")
-    for candidate in candidates:
-        if _writable_dir(candidate):
-            return str(candidate)
-    return None
-
-
-def _import_numba() -> Any:
-    cache_dir = numba_cache_dir(Path(__file__).parent, dict(os.environ))
-    if cache_dir is not None:
-        os.environ["NUMBA_CACHE_DIR"] = cache_dir
-    import numba
-
-    if cache_dir is not None:  # numba may have been imported (and configured) before
-        numba.config.CACHE_DIR = cache_dir
-    return numba
-
-
-_READY: set[str] = set()  # kernels compiled or loaded in this process
-KERNELS: list[str] = []  # every kernel of this module, by name
-
-
-def _compiled_on_first_call(fn: Callable) -> Callable:
-    """``fn`` compiled with numba (cached, GIL released) when first called."""
-    compiled: Callable | None = None
-    KERNELS.append(fn.__name__)
-
-    @functools.wraps(fn)
-    def call(*args: Any) -> Any:
-        nonlocal compiled
-        if compiled is None:
-            compiled = _import_numba().njit(cache=True, nogil=True)(fn)
-            result = compiled(*args)  # compiles, or loads from the cache
-            _READY.add(fn.__name__)
-            return result
-        return compiled(*args)
-
-    return call
-
-
-def ready_kernels() -> set[str]:
-    """Names of the kernels already compiled (or loaded from the cache) in this process."""
-    return set(_READY)
-
-
-@_compiled_on_first_call
+@compiled_on_first_call
 def beat_grid(
     start: np.ndarray, end: np.ndarray, tpq: int, bins: int, grid_preference: float,
     max_segments: int, max_pairs: int,
@@ -148,7 +75,7 @@ def beat_grid(
     return phase, shift, step, max(1, -(-last // step))
 
 
-@_compiled_on_first_call
+@compiled_on_first_call
 def chord_path(
     start: np.ndarray,
     end: np.ndarray,
@@ -320,7 +247,7 @@ def chord_path(
     return beat, chord
 
 
-@_compiled_on_first_call
+@compiled_on_first_call
 def onset_envelopes(
     onset_s: np.ndarray, weight: np.ndarray, role: np.ndarray, frame_rate: float,
     max_frames: int, n_roles: int,
@@ -352,7 +279,7 @@ def onset_envelopes(
     return env, total, frames
 
 
-@_compiled_on_first_call
+@compiled_on_first_call
 def envelope_acf(
     env: np.ndarray, total: np.ndarray, n_lags: int, smooth_acf: np.ndarray
 ) -> np.ndarray:
@@ -399,7 +326,7 @@ def envelope_acf(
     return out
 
 
-@_compiled_on_first_call
+@compiled_on_first_call
 def tempo_features(
     acf: np.ndarray,
     spec: np.ndarray,
@@ -497,7 +424,7 @@ def tempo_features(
     return out, score
 
 
-@_compiled_on_first_call
+@compiled_on_first_call
 def grid_onsets(
     start: np.ndarray, onset_s: np.ndarray, tpq: int, frame_rate: float, max_frames: int
 ) -> tuple[int, int]:
@@ -522,7 +449,7 @@ def grid_onsets(
     return on_grid, frames
 
 
-@_compiled_on_first_call
+@compiled_on_first_call
 def note_summary(
     start: np.ndarray,
     end: np.ndarray,
@@ -606,7 +533,7 @@ def note_summary(
             polyphony[1], chord_share, median)
 
 
-@_compiled_on_first_call
+@compiled_on_first_call
 def key_profiles(
     pitch: np.ndarray, duration_q: np.ndarray, chord_roots: np.ndarray, bass_pitch: int
 ) -> np.ndarray:

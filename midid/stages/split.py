@@ -7,7 +7,7 @@ of each track is walked, up to its first note, to learn its name, channel and pr
 
 Type 0 files (one track, many channels) are split by channel with a full event walk; every
 part keeps all meta and sysex events. Most type-0 files (drum loops) use one channel, which a
-byte search, then a walk over offsets, detects before any event is copied.
+byte search, then a compiled walk over the events, detects before any event is copied.
 
 Only the events that are read are validated: a corrupt event after a type-1 track's first
 note is left for the analyze stage to report, and a part copies its track's bytes exactly as
@@ -192,7 +192,7 @@ def _may_hold_several_note_channels(track: bytes) -> bool:
 def _split_type0(division: int, track: bytes) -> list[Part]:
     if not _may_hold_several_note_channels(track):
         return []
-    channels = sorted(note_channels(track))
+    channels = note_channels(track)
     if len(channels) < 2:
         return []  # the common one-channel file: decided without copying any event
     events = list(iter_events(track))
