@@ -16,7 +16,7 @@ from midid.analysis import analyze_bytes
 from midid.analysis import chords as chords_mod
 from midid.analysis.drums import PART_OF_PITCH
 from midid.analysis import timing
-from midid.analysis.kernels import chord_path, envelope_acf, note_summary
+from midid.analysis.kernels import chord_path, envelope_acf, note_columns, note_summary, tidy_tempo_map
 from midid.analysis.parse import ParsedMidi, parse_midi
 from midid.compiled import numba_cache_dir
 from test_analysis_fast import TPQ, smf, timed_notes
@@ -286,7 +286,64 @@ def test_warm_up_readies_every_kernel_in_a_fresh_process() -> None:
             "print(sorted(set(KERNELS) - ready_kernels()), len(KERNELS))\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=Path(__file__).resolve().parents[1], check=True)
-    assert done.stdout.split() == ["[]", "9"]
+    assert done.stdout.split() == ["[]", "11"]
+
+
+# ----- the parse's columns ----------------------------------------------------------------
+def test_note_columns_match_the_numpy_conversion() -> None:
+    """int64 starts and ends (negative durations count as 0), int16 pitch and velocity, and
+    the earliest start (0 at most), from symusic's int32/int8 columns."""
+    rng = np.random.default_rng(5)
+    for n in (0, 1, 7, 500):
+        time = rng.integers(-2**31, 2**31 - 1, n, dtype=np.int64).astype(np.int32)
+        if n > 1:
+            time[: n // 2] = np.abs(time[: n // 2])
+        duration = rng.integers(-2**31, 2**31 - 1, n, dtype=np.int64).astype(np.int32)
+        pitch = rng.integers(-128, 127, n).astype(np.int8)
+        velocity = rng.integers(-128, 127, n).astype(np.int8)
+        start, end, pitch16, velocity16, earliest = note_columns(time, duration, pitch, velocity)
+        assert start.dtype == end.dtype == np.int64 and pitch16.dtype == velocity16.dtype == np.int16
+        np.testing.assert_array_equal(start, time.astype(np.int64))
+        np.testing.assert_array_equal(end, time.astype(np.int64) + np.maximum(duration, 0))
+        np.testing.assert_array_equal(pitch16, pitch.astype(np.int16))
+        np.testing.assert_array_equal(velocity16, velocity.astype(np.int16))
+        assert earliest == min(0, int(time.min(initial=0)))
+
+
+def reference_tempo_map(ticks: np.ndarray, mspq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    keep = mspq > 0
+    ticks, mspq = ticks[keep], mspq[keep]
+    if ticks.size < 2:
+        return ticks, mspq
+    order = np.argsort(ticks, kind="stable")
+    ticks, mspq = ticks[order], mspq[order]
+    last = np.append(ticks[1:] != ticks[:-1], True)
+    return ticks[last], mspq[last]
+
+
+def test_tidy_tempo_map_keeps_positive_tempi_in_order_and_the_last_at_each_tick() -> None:
+    rng = np.random.default_rng(9)
+    for n in (2, 3, 10, 200):
+        for _ in range(50):
+            ticks = rng.integers(0, max(n // 2, 2), n).astype(np.int64)  # many shared ticks
+            mspq = rng.integers(-2, 4, n).astype(np.int64) * 100_000  # zero and negative too
+            got, want = tidy_tempo_map(ticks, mspq), reference_tempo_map(ticks, mspq)
+            np.testing.assert_array_equal(got[0], want[0])
+            np.testing.assert_array_equal(got[1], want[1])
+    ticks, mspq = np.array([480, 0, 480, 960]), np.array([400_000, 500_000, 300_000, 0])
+    tidy = tidy_tempo_map(ticks, mspq)
+    assert tidy[0].tolist() == [0, 480] and tidy[1].tolist() == [500_000, 300_000]
+
+
+def test_a_tempo_map_spread_over_tracks_is_read_in_tick_order() -> None:
+    conductor = [mido.MetaMessage("set_tempo", tempo=500_000, time=0),
+                 mido.MetaMessage("set_tempo", tempo=400_000, time=8 * TPQ)]
+    notes_and_tempo = [mido.MetaMessage("set_tempo", tempo=600_000, time=4 * TPQ),
+                       *timed_notes([(4 * TPQ + i * TPQ, 4 * TPQ + i * TPQ + TPQ // 2, 60) for i in range(8)])]
+    midi = parse_midi(smf(conductor, notes_and_tempo))
+    assert midi.parser == "symusic"
+    assert midi.tempo_ticks.tolist() == [0, 4 * TPQ, 8 * TPQ]
+    assert midi.tempo_mspq.tolist() == [500_000, 600_000, 400_000]
 
 
 # ----- the tempo map's dominant tempo -------------------------------------------------------

@@ -157,13 +157,15 @@ def analyze_bytes(
 def warm_up() -> None:
     """Compile (first process on a machine: seconds) or load from numba's cache (well under
     a second) every analysis kernel, by analysing two small made-up files: a quantised
-    chord-and-drum loop (the tempo-map shortcut) and an unquantised one (the full tempo
-    scan). Call it where a process starts work - a pool worker - so that its first real
-    file is not the one that pays."""
+    chord-and-drum loop (the tempo-map shortcut) and an unquantised one with a tempo change
+    (the full tempo scan). Call it where a process starts work - a pool worker - so that its
+    first real file is not the one that pays."""
     tpq = 96
     for offset in (0, 7):  # on the tick grid, then 7 ticks off it
         score = Score(tpq)
         score.tempos.append(Tempo(0, 110.0))
+        if offset:
+            score.tempos.append(Tempo(16 * tpq, 112.0))
         drums, keys = Track("drums", 0, True), Track("keys", 0, False)
         for beat in range(32):
             at = beat * tpq + (offset * (beat % 3) if beat % 2 else 0)

@@ -22,6 +22,7 @@ from mido.midifiles.meta import build_meta_message
 from mido.midifiles.midifiles import read_byte, read_bytes, read_message
 from symusic import Score
 
+from .kernels import note_columns, tidy_tempo_map
 from .model import AnalysisError
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ DEFAULT_MSPQ = 500_000  # MIDI default tempo: 120 BPM, in microseconds per quart
 MAX_NOTES = 2_000_000  # beyond this a "MIDI file" is a denial-of-service, not music
 _END_OF_TRACK = b"\xff\x2f\x00"
 _METAS_USED = frozenset({0x03, 0x51, 0x58})  # track name, set tempo, time signature
+_FEW_EVENTS = 8  # up to this many time signatures are read as attributes, more through numpy()
 
 
 @dataclass(frozen=True)
@@ -118,17 +120,19 @@ def parse_midi(data: bytes) -> ParsedMidi:
     chunks = _scan_chunks(data)
     if chunks.sound:
         try:
-            parsed = _parse_symusic(data, chunks)
+            parsed, earliest = _parse_symusic(data, chunks)
         except RuntimeError as err:
             log.debug("symusic rejected file (%s); using lenient parse", err)
         else:
-            # symusic keeps ticks in 32 bits: huge delta times wrap to negative times.
-            if parsed.start.size and parsed.start.min() >= 0:
+            # symusic keeps ticks in 32 bits: huge delta times wrap to negative times. A file
+            # without notes is read again leniently: symusic drops notes that never end.
+            if parsed.start.size and earliest >= 0:
                 return parsed
     return _parse_lenient(data, chunks)
 
 
-def _parse_symusic(data: bytes, chunks: _Chunks) -> ParsedMidi:
+def _parse_symusic(data: bytes, chunks: _Chunks) -> tuple[ParsedMidi, int]:
+    """The parse, and its earliest note start (negative when symusic's 32-bit ticks wrapped)."""
     score = Score.from_midi(data)
     voices: list[Voice] = []
     parts: list[dict[str, np.ndarray]] = []
@@ -146,36 +150,28 @@ def _parse_symusic(data: bytes, chunks: _Chunks) -> ParsedMidi:
     if sum(sizes) > MAX_NOTES:
         raise AnalysisError(f"more than {MAX_NOTES} notes")
     tempo_ticks, tempo_mspq = _event_columns(score.tempos, ("time", "mspq"))
-    ts_ticks, numerators, denominators = _event_columns(
-        score.time_signatures, ("time", "numerator", "denominator"))
-    sigs = tuple(zip(ts_ticks.tolist(), numerators.tolist(), denominators.tolist(), strict=True))
+    signatures = score.time_signatures
+    if len(signatures) <= _FEW_EVENTS:
+        sigs = tuple((ts.time, ts.numerator, ts.denominator)
+                     for ts in (signatures[i] for i in range(len(signatures))))
+    else:
+        ts_ticks, numerators, denominators = _event_columns(signatures, ("time", "numerator", "denominator"))
+        sigs = tuple(zip(ts_ticks.tolist(), numerators.tolist(), denominators.tolist(), strict=True))
     if len(parts) == 1:  # the common case (a loop, a split part): no copies
         only = parts[0]
-        start, dur = only["time"].astype(np.int64), only["duration"]
-        pitch, vel = only["pitch"].astype(np.int16), only["velocity"].astype(np.int16)
+        time, dur, pitch, vel = only["time"], only["duration"], only["pitch"], only["velocity"]
         voice = np.zeros(sizes[0], dtype=np.int16)
     elif parts:
-        start = np.concatenate([p["time"] for p in parts]).astype(np.int64)
-        dur = np.concatenate([p["duration"] for p in parts])
-        pitch = np.concatenate([p["pitch"] for p in parts]).astype(np.int16)
-        vel = np.concatenate([p["velocity"] for p in parts]).astype(np.int16)
+        time, dur, pitch, vel = (np.concatenate([p[name] for p in parts])
+                                 for name in ("time", "duration", "pitch", "velocity"))
         voice = np.repeat(np.arange(len(parts), dtype=np.int16), sizes)
-    else:
-        start = dur = np.zeros(0, np.int64)
-        pitch = vel = voice = np.zeros(0, np.int16)
-    return _assemble(
-        chunks,
-        start,
-        start + np.maximum(dur, 0),  # int64: the int32 durations widen in the sum
-        pitch,
-        vel,
-        voice,
-        tuple(voices),
-        tempo_ticks,
-        tempo_mspq,
-        sigs,
-        "symusic",
-    )
+    else:  # symusic's own dtypes, so the kernel below is compiled for one signature only
+        time = dur = np.zeros(0, np.int32)
+        pitch = vel = np.zeros(0, np.int8)
+        voice = np.zeros(0, np.int16)
+    start, end, pitch, vel, earliest = note_columns(time, dur, pitch, vel)
+    return _assemble(chunks, start, end, pitch, vel, voice, tuple(voices), tempo_ticks, tempo_mspq,
+                     sigs, "symusic"), earliest
 
 
 @functools.lru_cache(maxsize=1024)
@@ -214,14 +210,8 @@ def _assemble(
     if tempo_mspq.size == 1:  # the usual map: nothing to sort or merge
         if tempo_mspq[0] <= 0:
             tempo_ticks, tempo_mspq = tempo_ticks[:0], tempo_mspq[:0]
-    else:
-        keep = tempo_mspq > 0
-        tempo_ticks, tempo_mspq = tempo_ticks[keep], tempo_mspq[keep]
-    if tempo_ticks.size > 1:
-        t_order = np.argsort(tempo_ticks, kind="stable")
-        tempo_ticks, tempo_mspq = tempo_ticks[t_order], tempo_mspq[t_order]
-        last_at_tick = np.append(tempo_ticks[1:] != tempo_ticks[:-1], True)
-        tempo_ticks, tempo_mspq = tempo_ticks[last_at_tick], tempo_mspq[last_at_tick]
+    elif tempo_mspq.size:
+        tempo_ticks, tempo_mspq = tidy_tempo_map(tempo_ticks, tempo_mspq)
     return ParsedMidi(
         tpq=chunks.tpq,
         start=start,
