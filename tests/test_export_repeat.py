@@ -83,7 +83,7 @@ def exporting(tmp_path_factory: pytest.TempPathFactory):
     config = write_config(
         tmp,
         "[ray]\nnum_cpus = 2\nobject_store_mb = 100\n[pipeline]\nanalyze_actors = 1\n"
-        f'[export]\nenabled = true\nmount_wait_s = 60.0\nlabel_patterns = ["RPT_*"]\n',
+        '[export]\nenabled = true\nmount_wait_s = 60.0\nlabel_patterns = ["RPT_*"]\n',
     )
     done = ctl(config, "import", "--local", "--json", str(src), timeout=300)
     assert done.returncode == 0, done.stderr

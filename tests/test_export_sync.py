@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import stat
 import sqlite3
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest

@@ -7,7 +7,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -16,10 +15,8 @@ from click.testing import CliRunner
 from archives import (TarMember, midi_bytes, rmid_wrap, truncate, write_7z, write_rar4, RarMember,
                       write_tar, write_zero_bomb, write_zip, write_zip_symlink)
 from conftest import DATA, write_config
-from midid.config import load_config
 from midid.ctl import cli
-from midid.db import Library
-from midid.importer import Importer, placement
+from midid.importer import placement
 
 KEYS = {"seen", "imported", "duplicates", "skipped", "errors", "elapsed_s", "failed"}
 
