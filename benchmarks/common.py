@@ -182,10 +182,16 @@ def process_kind(cmdline: str) -> str:
     return "Ray services (GCS, raylet, agents)"
 
 
+OWN_KINDS = ("driver (midictl)", "Ray workers (pools)")  # midid's own processes, not Ray's services
+
+
 class TreeSampler:
     """Samples the summed RSS/PSS of a process tree in a thread; peaks in MiB once stopped.
 
-    It also keeps each process's last seen CPU time, summed per `process_kind` in
+    `peak_own_rss_mib` / `peak_own_pss_mib` are the peaks of the same sums over the driver and
+    the pool workers only (OWN_KINDS: what issue 4 calls "driver + workers"), without Ray's
+    own services (GCS, raylet, dashboard, agents, monitors), which cost the same whatever
+    midid does. It also keeps each process's last seen CPU time, summed per `process_kind` in
     `cpu_seconds` (a process's CPU after its last sample, at most `interval_s` of it, is missed).
     """
 
@@ -195,6 +201,8 @@ class TreeSampler:
         self.peak_rss_mib = 0.0
         self.peak_pss_mib = 0.0
         self.peak_processes = 0
+        self.peak_own_rss_mib = 0.0
+        self.peak_own_pss_mib = 0.0
         self.samples: list[tuple[float, float, float]] = []  # (monotonic s, rss MiB, pss MiB)
         self._cpu: dict[int, tuple[float, str]] = {}
         self._stop = threading.Event()
@@ -217,13 +225,19 @@ class TreeSampler:
         self.peak_rss_mib = max(self.peak_rss_mib, rss)
         self.peak_pss_mib = max(self.peak_pss_mib, pss)
         self.peak_processes = max(self.peak_processes, sum(1 for s in sizes if s[0]))
-        for pid in pids:
+        own_rss = own_pss = 0.0
+        for pid, (rss_kib, pss_kib) in zip(pids, sizes):
             seen = _cpu_seconds_and_name(pid)
             if seen is not None:
                 # An exiting process (a zombie) has an empty command line: keep the name it
                 # had, or the driver's last CPU reading is counted as a Ray service.
                 name = seen[1] or self._cpu.get(pid, (0.0, ""))[1]
                 self._cpu[pid] = (seen[0], name)
+            if process_kind(self._cpu.get(pid, (0.0, ""))[1]) in OWN_KINDS:
+                own_rss += rss_kib / 1024
+                own_pss += pss_kib / 1024
+        self.peak_own_rss_mib = max(self.peak_own_rss_mib, own_rss)
+        self.peak_own_pss_mib = max(self.peak_own_pss_mib, own_pss)
 
     @property
     def cpu_seconds(self) -> dict[str, float]:

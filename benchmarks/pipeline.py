@@ -10,7 +10,8 @@ For each N, N distinct files (80 % Groove drum loops, 20 % POP909 three-track so
       N is at least `[pipeline] local_below`, 2,000; below it midictl runs the same stages
       in-process without Ray): wall time from spawn to exit, Ray start-up included, with the
       summed RSS and PSS of midictl and every descendant (raylet, GCS, the actors) sampled
-      from /proc every 0.5 s.
+      from /proc every 0.5 s, and the same sums over the driver and the pool workers alone
+      (issue 4's "peak RSS of driver + workers"; Ray's services are the rest).
 (b)'s CPU seconds are also summed per process kind (driver, pool workers, Ray services), which
 shows whether the driver or the pools limit the run.
 "b/a" is (b)'s files/s over (a)'s: the share of the bare rate the real pipeline keeps. Input
@@ -87,7 +88,8 @@ def run_midictl(config: Path, inputs: Path, wrap: list[str] | None = None) -> di
     summary = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
     return {"seconds": seconds, "summary": summary, "worker_deaths": err.count("worker died"),
             "peak_rss_mib": sampler.peak_rss_mib, "peak_pss_mib": sampler.peak_pss_mib,
-            "processes": sampler.peak_processes, "cpu_seconds": sampler.cpu_seconds}
+            "processes": sampler.peak_processes, "cpu_seconds": sampler.cpu_seconds,
+            "peak_own_rss_mib": sampler.peak_own_rss_mib, "peak_own_pss_mib": sampler.peak_own_pss_mib}
 
 
 def stage_rates(database: Path) -> list[tuple[str, int, float, float, float]]:
@@ -189,10 +191,12 @@ def main() -> None:
         rows.append((f"{n:,}", bare_rate, bare["peak_mib"], real["seconds"], real_rate,
                      f"{100 * real_rate / bare_rate:.1f} %",
                      s["analysed"] + s["analysis_errors"], s["split_parts"], s["errors"] + s["analysis_errors"],
-                     real["peak_rss_mib"], real["peak_pss_mib"], real["processes"], real["worker_deaths"]))
+                     real["peak_rss_mib"], real["peak_pss_mib"], real["peak_own_rss_mib"], real["peak_own_pss_mib"],
+                     real["processes"], real["worker_deaths"]))
     print_table("pipeline: (a) bare read+hash+symusic parse vs (b) `midictl import` end to end",
                 ("N", "(a) files/s", "(a) RSS MiB", "(b) wall s", "(b) files/s", "b/a", "analysed", "parts",
-                 "errors", "(b) peak RSS sum MiB", "(b) peak PSS sum MiB", "procs", "worker deaths"), rows)
+                 "errors", "(b) peak RSS sum MiB", "(b) peak PSS sum MiB", "driver+workers RSS MiB",
+                 "driver+workers PSS MiB", "procs", "worker deaths"), rows)
     for r in results:
         cpu = r["real"]["cpu_seconds"]
         total = sum(cpu.values())
