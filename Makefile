@@ -32,6 +32,8 @@ $(VENV)/.install-stamp: pyproject.toml $(VENV)/.system-stamp
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
+	@echo "compiling the analysis and split kernels into numba's cache (once, ~10 s)"
+	$(PY) -c 'from midid.tasks import warm_up; warm_up()'
 	@touch $@
 
 demo: venv
