@@ -258,19 +258,23 @@ def _note_channel_mask(track: np.ndarray) -> int:
     """Bit ``c`` set when channel ``c`` plays a note-on with velocity > 0; -1 where
     :func:`iter_spans` would raise. Mirrors it step by step (``track`` is the body's bytes)."""
     end = track.size
+
+    def read_vlq(at: int) -> tuple[int, int]:
+        """(value, position after it) of the variable-length number at ``at``: at most 4
+        bytes, as :func:`_read_vlq`; position -1 when it is cut short or longer."""
+        value = 0
+        for i in range(at, min(at + 4, end)):
+            value = (value << 7) | (track[i] & 0x7F)
+            if track[i] < 0x80:
+                return value, i + 1
+        return value, -1
+
     pos = 0
     running = 0
     mask = 0
     while pos < end:
-        read = 0  # the delta time: a variable-length number of at most 4 bytes
-        while True:
-            if pos >= end or read == 4:
-                return -1
-            pos += 1
-            read += 1
-            if track[pos - 1] < 0x80:
-                break
-        if pos >= end:
+        pos = read_vlq(pos)[1]  # the delta time
+        if pos < 0 or pos >= end:
             return -1
         status = int(track[pos])
         if status >= 0x80:
@@ -292,16 +296,9 @@ def _note_channel_mask(track: np.ndarray) -> int:
                 if pos >= end:
                     return -1
                 pos += 1  # the meta type byte
-            length = 0  # a variable-length number again
-            read = 0
-            while True:
-                if pos >= end or read == 4:
-                    return -1
-                length = (length << 7) | (track[pos] & 0x7F)
-                pos += 1
-                read += 1
-                if track[pos - 1] < 0x80:
-                    break
+            length, pos = read_vlq(pos)
+            if pos < 0:
+                return -1
             pos += length
             if pos > end:
                 return -1
