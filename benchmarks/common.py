@@ -228,12 +228,12 @@ class TreeSampler:
         own_rss = own_pss = 0.0
         for pid, (rss_kib, pss_kib) in zip(pids, sizes):
             seen = _cpu_seconds_and_name(pid)
+            # An exiting process (a zombie) has an empty command line: keep the name it had,
+            # or the driver's last CPU reading is counted as a Ray service.
+            name = (seen[1] if seen else "") or self._cpu.get(pid, (0.0, ""))[1]
             if seen is not None:
-                # An exiting process (a zombie) has an empty command line: keep the name it
-                # had, or the driver's last CPU reading is counted as a Ray service.
-                name = seen[1] or self._cpu.get(pid, (0.0, ""))[1]
                 self._cpu[pid] = (seen[0], name)
-            if process_kind(self._cpu.get(pid, (0.0, ""))[1]) in OWN_KINDS:
+            if process_kind(name) in OWN_KINDS:
                 own_rss += rss_kib / 1024
                 own_pss += pss_kib / 1024
         self.peak_own_rss_mib = max(self.peak_own_rss_mib, own_rss)

@@ -30,7 +30,7 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _analysis_kernels_compiled() -> None:
+def _kernels_compiled() -> None:
     """Compile (first run on a machine) or load the numba kernels once, before any test
     times an analysis or a split: the hang detectors must not count a one-off compilation."""
     from midid.tasks import warm_up
