@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -72,22 +73,30 @@ def test_a_ray_head_lost_mid_run_falls_back_to_a_local_ray_and_loses_nothing(
         monkeypatch.delenv("RAY_gcs_rpc_server_reconnect_timeout_s")
         d.ready()
         base = sample_midi[0].read_bytes()
-        n = 400
-        for i in range(n):
+        n, first = 400, 16
+        for i in range(first):
             (src / f"drop_{i:03d}.mid").write_bytes(base + i.to_bytes(2, "big"))
-        wait_until(lambda: sum(files_in_db(tmp_path).values()) >= 16, 60, "analysis under way on the cluster")
-        on_head = head_processes(temp_dir)
+        wait_until(lambda: sum(files_in_db(tmp_path).values()) == first, 60, "the first files analysed on the cluster")
         skip_on_client_server_flake((tmp_path / "daemon.log").read_text())
-        assert any(Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::_Worker") for pid in on_head)
-        kill(on_head)
+        workers = [pid for pid in head_processes(temp_dir)
+                   if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::_Worker")]
+        assert workers, "the pools run on the cluster"
+        # Held still, the cluster's workers keep the rest of the drop in flight when the head
+        # goes: the kill lands mid-run however fast the analysis has become.
+        for pid in workers:
+            os.kill(pid, signal.SIGSTOP)
+        for i in range(first, n):
+            (src / f"drop_{i:03d}.mid").write_bytes(base + i.to_bytes(2, "big"))
+        wait_until(lambda: len(files_in_db(tmp_path)) == n, 60, "the rest imported, its analysis held on the cluster")
+        kill(head_processes(temp_dir))
         killed_at = time.monotonic()
-        before = sum(files_in_db(tmp_path).values())
-        assert before < n, "the kill must come while files are still being analysed"
+        assert sum(files_in_db(tmp_path).values()) == first, "nothing analysed while the workers were held"
         wait_until(lambda: sum(files_in_db(tmp_path).values()) == n, 90, "every dropped file analysed")
         lost = [m for m in status(config)["daemon_messages"] if f"lost the Ray cluster at {address}" in m]
         assert lost and "running on a local Ray" in lost[0] and "nothing is lost" in lost[0]
         assert "systemctl reload midid" in lost[0]
-        assert "lost the Ray cluster" in (tmp_path / "daemon.log").read_text()
+        assert re.search(r"lost the Ray cluster .* with [1-9]\d* batch\(es\) in flight",
+                         (tmp_path / "daemon.log").read_text())
         files, analysed, duplicated = _analysis_rows(tmp_path)
         assert len(files_in_db(tmp_path)) == n and analysed == files and duplicated == 0
         with sqlite3.connect(tmp_path / "midid.sqlite3") as conn:
