@@ -77,13 +77,13 @@ def status(config: Path) -> dict:
     return json.loads(done.stdout)
 
 
-def wait_until(predicate, timeout: float = 60.0, what: str = "condition"):
+def wait_until(predicate, timeout: float = 60.0, what: str = "condition", every: float = 0.2):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
-        time.sleep(0.2)
+        time.sleep(every)
     raise AssertionError(f"timed out waiting for {what}")
 
 
