@@ -11,6 +11,8 @@ from midid.metadata import Tag, bpm_from_name, key_from_name, name_metadata, tag
     ("loop 128bpm", 128.0), ("Loop_128 BPM_final", 128.0), ("trap_140_dark", 140.0), ("bpm90 chill", 90.0),
     ("92.5bpm groove", 92.5), ("kick-174-", 174.0), ("808 bass", None), ("track 7", None),
     ("take_12_final", None), ("20_latin-brazilian-baiao_110_beat_4-4", 110.0), ("Pack 2024", None),
+    ("100_neworleans-secondline_94_beat_4-4", 94.0), ("75 Funk 95", 95.0), ("128 trap loop", 128.0),
+    ("128 trap loop 2", 128.0), ("[90] dusty 85 keys", 85.0), ("loop 90 v2 140", 90.0),
 ])
 def test_bpm_patterns(name: str, bpm: float | None) -> None:
     assert bpm_from_name(name) == bpm
