@@ -14,16 +14,16 @@ from pathlib import PurePath
 from typing import Sequence
 
 # Tempo words: "128bpm", "128 BPM", "bpm128", or a bare 2–3 digit number between separators
-# ("_128_", "-92-") that falls in the range of musical tempi.
+# ("_128_", "-92-", "(C minor, 128)") that falls in the range of musical tempi.
 _BPM_WORD = re.compile(r"(?<![0-9.])(\d{2,3}(?:\.\d+)?)\s*-?\s*bpm(?![a-z])|bpm\s*[-_ ]?\s*(\d{2,3})(?!\d)", re.I)
-_BPM_BARE = re.compile(r"(?:^|[\s_\-\[\(])(\d{2,3})(?=$|[\s_\-\]\)])")
+_BPM_BARE = re.compile(r"(?:^|[\s_\-\[\(,])(\d{2,3})(?=$|[\s_\-\]\),])")
 BPM_RANGE = (40.0, 300.0)
 
 _NOTE = r"([A-G])([#b♯♭]|sharp|flat)?"
 # Key words: "Cmaj", "C#m", "Am", "F minor", "Bb major", "Ebmin", "D# Minor", "G#-min", "c-moll".
 _KEY = re.compile(
-    r"(?:^|[\s_\-\[\(.])" + _NOTE + r"\s*[-_ ]?\s*"
-    r"(major|minor|maj|min|moll|dur|m)?(?=$|[\s_\-\]\).0-9])",
+    r"(?:^|[\s_\-\[\(.,])" + _NOTE + r"\s*[-_ ]?\s*"
+    r"(major|minor|maj|min|moll|dur|m)?(?=$|[\s_\-\]\).,0-9])",
     re.I,
 )
 _FLAT_TO_SHARP = {"Cb": "B", "Db": "C#", "Eb": "D#", "Fb": "E", "Gb": "F#", "Ab": "G#", "Bb": "A#"}

@@ -13,6 +13,7 @@ from midid.metadata import Tag, bpm_from_name, key_from_name, name_metadata, tag
     ("take_12_final", None), ("20_latin-brazilian-baiao_110_beat_4-4", 110.0), ("Pack 2024", None),
     ("100_neworleans-secondline_94_beat_4-4", 94.0), ("75 Funk 95", 95.0), ("128 trap loop", 128.0),
     ("128 trap loop 2", 128.0), ("[90] dusty 85 keys", 85.0), ("loop 90 v2 140", 90.0),
+    ("Melody 3 (C minor, 128)", 128.0), ("keys,96,Am", 96.0),
 ])
 def test_bpm_patterns(name: str, bpm: float | None) -> None:
     assert bpm_from_name(name) == bpm
@@ -23,6 +24,7 @@ def test_bpm_patterns(name: str, bpm: float | None) -> None:
     ("chords F minor", ("F", "minor")), ("keys Bb major", ("A#", "major")), ("Ebmin arp", ("D#", "minor")),
     ("G#-min", ("G#", "minor")), ("D_dur", ("D", "major")), ("c-moll", ("C", "minor")), ("riff F#", ("F#", "major")),
     ("Loop A", None), ("Game em", None), ("Emotion", None), ("Bass", None), ("Abstract", None),
+    ("Melody 3 (C minor, 128 BPM)", ("C", "minor")), ("keys,96,Am", ("A", "minor")),
 ])
 def test_key_patterns(name: str, key: tuple[str, str] | None) -> None:
     assert key_from_name(name) == key
