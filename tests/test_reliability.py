@@ -19,7 +19,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 from conftest import DATA, write_config
@@ -58,14 +57,24 @@ def daemon_config(tmp_path: Path, src: Path, extra: str = "") -> Path:
                                   "[export]\nenabled = false\n" + extra)
 
 
-def counts(db: Path) -> dict[str, int]:
-    with sqlite3.connect(db, timeout=30) as conn:
+def counts(db: Path, create: bool = True) -> dict[str, int]:
+    with sqlite3.connect(db if create else f"file:{db}?mode=ro", timeout=30, uri=not create) as conn:
         row = conn.execute(
             "SELECT (SELECT count(*) FROM sources WHERE kind = 'file'),"
             " (SELECT count(*) FROM files WHERE analysed_at IS NULL AND error IS NULL),"
             " (SELECT count(*) FROM files WHERE split_at IS NULL AND parent_id IS NULL AND error IS NULL)"
         ).fetchone()
     return {"sources": row[0], "analyse_queue": row[1], "split_queue": row[2]}
+
+
+def _work_left(tmp_path: Path, sources: list[Path]) -> int:
+    """Sources not yet imported, and library files still to split or analyse (all of them
+    while the daemon has not yet made its database)."""
+    try:
+        c = counts(tmp_path / "midid.sqlite3", create=False)
+    except sqlite3.OperationalError:
+        return len(sources)
+    return len(sources) - c["sources"] + c["analyse_queue"] + c["split_queue"]
 
 
 def assert_library_consistent(tmp_path: Path, sources: list[Path]) -> None:
@@ -107,14 +116,23 @@ def test_kill_9_of_the_daemon_at_random_points_loses_nothing(tmp_path: Path) -> 
     src = tmp_path / "src"
     src.mkdir()
     config = daemon_config(tmp_path, src)
-    sources = drop_files(src, 0, 600)
+    sources: list[Path] = []
     rng = random.Random(KILL_SEED)
     killed_with_work_left = 0
     for point in range(KILL_POINTS):
-        d = _start(tmp_path, config)
-        if point % 2:  # half the runs also take files through the watcher, not only the catch-up scan
-            sources += drop_files(src, len(sources), 100)
-        time.sleep(rng.uniform(0.1, 1.5))
+        # Half the runs find their new files by the catch-up scan (and may die while starting),
+        # half through the watcher.
+        if point % 2 == 0:
+            sources += drop_files(src, len(sources), 600 if point == 0 else 200)
+            d = Daemon(tmp_path, config)
+        else:
+            d = _start(tmp_path, config)
+            sources += drop_files(src, len(sources), 200)
+        # The kill comes at a random point of the work left, watched every 10 ms: a kill at a
+        # random time came after the work was done whenever the daemon was fast enough.
+        stop_at = int(_work_left(tmp_path, sources) * rng.uniform(0.1, 0.9))
+        wait_until(lambda: _work_left(tmp_path, sources) <= stop_at, 120, "the work to reach the kill point",
+                   every=0.01)
         d.proc.send_signal(signal.SIGKILL)
         d.proc.wait()
         d.notify.close()
