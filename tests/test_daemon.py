@@ -169,10 +169,12 @@ def test_restart_catches_up_and_kill_9_resumes(daemon_env, sample_midi) -> None:
     for i in range(300):
         (src / f"while_down_{i:03d}.mid").write_bytes(base + i.to_bytes(2, "big"))
     d = start()
-    wait_until(lambda: len(files_in_db(tmp_path)) >= 50, 60, "catch-up to start")
+    wait_until(lambda: len(files_in_db(tmp_path)) >= 50, 60, "catch-up to start", every=0.01)
     d.proc.kill()
     d.proc.wait()
     d.notify.close()
+    left = files_in_db(tmp_path)
+    assert len(left) < 301 or not all(left.values()), "the kill must come before the catch-up is done"
     d = start()
     wait_until(lambda: len(files_in_db(tmp_path)) == 301 and all(files_in_db(tmp_path).values()), 120,
                "everything imported and analysed after kill -9")
