@@ -92,13 +92,11 @@ def bpm_from_name(text: str) -> float | None:
         value = float(match.group(1) or match.group(2))
         if BPM_RANGE[0] <= value <= BPM_RANGE[1]:
             return value
-    bare = [(match.start(1), float(match.group(1))) for match in _BPM_BARE.finditer(text)]
-    bare = [(at, value) for at, value in bare if BPM_RANGE[0] <= value <= BPM_RANGE[1] and value >= 60]
-    # A number that opens a name is most often the file's place in its pack ("01 Kick 128",
-    # Groove's "100_neworleans-secondline_94_beat"): when another number follows, that is the tempo.
-    if len(bare) > 1 and not text[:bare[0][0]].strip(" _-[("):
-        bare = bare[1:]
-    return bare[0][1] if bare else None
+    bare = [float(match.group(1)) for match in _BPM_BARE.finditer(text)]
+    bare = [value for value in bare if BPM_RANGE[0] <= value <= BPM_RANGE[1] and value >= 60]
+    # Of several numbers the last is the tempo: names give an index or a take early and the
+    # tempo and key late ("75 Funk 95", Groove's "100_neworleans-secondline_94_beat").
+    return bare[-1] if bare else None
 
 
 def key_from_name(text: str) -> tuple[str, str] | None:
