@@ -52,6 +52,25 @@ def import_and_run(config: Path, src: Path, runner) -> tuple[Library, Engine]:
     return lib, engine
 
 
+def test_a_library_file_gone_before_its_stage_is_recorded_and_the_rest_go_on(tmp_path: Path, sample_midi) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for f in sample_midi:
+        (src / f.name).write_bytes(f.read_bytes())
+    cfg = load_config(write_config(tmp_path))
+    lib = Library(cfg.database_path)
+    Importer(cfg, lib).run([src])
+    gone = lib.db.execute("SELECT path FROM files WHERE name = ?", [sample_midi[0].name]).fetchone()[0]
+    (cfg.library_path / gone).unlink()
+    engine = Engine(cfg, lib, LocalRunner())
+    engine.run()
+    errors = dict(lib.db.execute("SELECT path, error FROM files WHERE error IS NOT NULL").fetchall())
+    assert list(errors) == [gone]
+    assert errors[gone].startswith("library file unreadable: No such file") and "midictl check" in errors[gone]
+    assert engine.totals.split_parts > 0  # the song's parts, analysed with the other files
+    assert engine.totals.analysed == len(sample_midi) - 1 + engine.totals.split_parts
+
+
 def analysis_rows(lib: Library) -> dict[str, dict]:
     return {r["path"]: r for r in lib.db.query(
         "SELECT f.path, a.* FROM files f JOIN analysis a ON a.file_id = f.id")}
