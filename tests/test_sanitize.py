@@ -13,6 +13,7 @@ from midid.stages.sanitize import (
     FILENAME_MAX,
     MAX_FOLDER_LEVELS,
     RESERVED_NAMES,
+    clean_component,
     library_relpath,
     sanitize_dirname,
     sanitize_filename,
@@ -105,6 +106,14 @@ def test_filenames_are_fat_legal(name: str) -> None:
     assert result.endswith(".mid")
     assert_fat_legal(result, FILENAME_MAX)
     assert sanitize_filename(result) == result  # idempotent: re-importing keeps the name
+
+
+@settings(max_examples=500)
+@given(names, st.integers(min_value=1, max_value=FILENAME_MAX))
+def test_cleaning_is_idempotent(name: str, max_len: int) -> None:
+    """What lets a cleaned stem without a suffix be final (`_clean_stem`)."""
+    once = clean_component(name, max_len)
+    assert clean_component(once, max_len) == once
 
 
 @settings(max_examples=500)

@@ -108,21 +108,22 @@ def _finish(stem: str, max_len: int) -> str:
 
 
 def _clean_stem(name: str, suffixes: Sequence[str], max_len: int) -> str:
-    """Clean ``name`` and strip any of ``suffixes`` (case-insensitive) until neither changes it.
+    """Strip any of ``suffixes`` (case-insensitive) and clean ``name`` until no suffix is left.
 
     Repeating makes the result idempotent: ``Pack.7z.zip`` and ``Pack.zip.`` (a suffix that
-    only shows once the trailing dot is cleaned away) both end as ``Pack``.
+    only shows once the trailing dot is cleaned away) both end as ``Pack``. Cleaning is itself
+    idempotent, so a cleaned stem without a suffix is final and is not cleaned again.
     """
-    stem, previous = name, None
-    while stem != previous:
-        previous = stem
+    stem, ends = name, tuple(suffixes)
+    while True:
         lowered = stem.lower()
         for suffix in suffixes:
             if lowered.endswith(suffix):
                 stem = stem[: -len(suffix)]
                 break
         stem = clean_component(stem, max_len)
-    return stem
+        if not stem.lower().endswith(ends):
+            return stem
 
 
 def sanitize_filename(name: str) -> str:
