@@ -93,10 +93,13 @@ def bpm_from_name(text: str) -> float | None:
         if BPM_RANGE[0] <= value <= BPM_RANGE[1]:
             return value
     bare = [float(match.group(1)) for match in _BPM_BARE.finditer(text)]
-    bare = [value for value in bare if BPM_RANGE[0] <= value <= BPM_RANGE[1] and value >= 60]
+    bare = [value for value in bare if BPM_RANGE[0] <= value <= BPM_RANGE[1]]
     # Of several numbers the last is the tempo: names give an index or a take early and the
-    # tempo and key late ("75 Funk 95", Groove's "100_neworleans-secondline_94_beat").
-    return bare[-1] if bare else None
+    # tempo and key late ("75 Funk 95", Groove's "180_rock_50_beat"). A lone number below 60
+    # is more often an index ("Loop 45") than a tempo.
+    if len(bare) > 1 or bare and bare[0] >= 60:
+        return bare[-1]
+    return None
 
 
 def key_from_name(text: str) -> tuple[str, str] | None:

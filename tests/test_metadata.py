@@ -13,7 +13,7 @@ from midid.metadata import Tag, bpm_from_name, key_from_name, name_metadata, tag
     ("take_12_final", None), ("20_latin-brazilian-baiao_110_beat_4-4", 110.0), ("Pack 2024", None),
     ("100_neworleans-secondline_94_beat_4-4", 94.0), ("75 Funk 95", 95.0), ("128 trap loop", 128.0),
     ("128 trap loop 2", 128.0), ("[90] dusty 85 keys", 85.0), ("loop 90 v2 140", 140.0),
-    ("drummer3_session1_75_rock_95_beat_4-4", 95.0),
+    ("drummer3_session1_75_rock_95_beat_4-4", 95.0), ("180_rock_50_beat_4-4", 50.0), ("loop 45", None),
     ("Melody 3 (C minor, 128)", 128.0), ("keys,96,Am", 96.0),
 ])
 def test_bpm_patterns(name: str, bpm: float | None) -> None:
