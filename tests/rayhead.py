@@ -68,6 +68,24 @@ def head_processes(temp_dir: Path) -> set[int]:
         mine |= children
 
 
+def head_workers(temp_dir: Path) -> list[int]:
+    """The head's worker processes that run midid's pool actors."""
+    workers = []
+    for pid in head_processes(temp_dir):
+        try:
+            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::_Worker"):
+                workers.append(pid)
+        except OSError:
+            continue
+    return workers
+
+
+def hold(pids: list[int]) -> None:
+    """Stop these processes where they are (SIGSTOP): what they have in hand stays in flight."""
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+
+
 def kill(pids: set[int]) -> None:
     for pid in pids:
         try:

@@ -87,6 +87,20 @@ def wait_until(predicate, timeout: float = 60.0, what: str = "condition", every:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def work_left(db: Path, sources: int) -> int:
+    """Of `sources` source files: those not yet imported, and library files still to split or
+    analyse (all of them while the database is not made yet)."""
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as conn:
+            imported, queued = conn.execute(
+                "SELECT (SELECT count(*) FROM sources WHERE kind = 'file'),"
+                " (SELECT count(*) FROM files WHERE error IS NULL AND (analysed_at IS NULL"
+                "  OR (split_at IS NULL AND parent_id IS NULL)))").fetchone()
+    except sqlite3.OperationalError:
+        return sources
+    return sources - imported + queued
+
+
 def files_in_db(tmp_path: Path) -> dict[str, int]:
     with sqlite3.connect(tmp_path / "midid.sqlite3") as conn:
         return dict(conn.execute("SELECT name, analysed_at IS NOT NULL FROM files WHERE parent_id IS NULL"))

@@ -18,7 +18,7 @@ import pytest
 
 from conftest import write_config
 from loopdev import loop_drive, require_loop
-from rayhead import free_port, head_processes, kill, skip_on_client_server_flake, start_head
+from rayhead import free_port, head_processes, head_workers, hold, kill, skip_on_client_server_flake, start_head
 from test_daemon import Daemon, files_in_db, status, wait_until
 from test_pipeline import _LostRunner
 
@@ -82,13 +82,11 @@ def test_a_ray_head_lost_mid_run_falls_back_to_a_local_ray_and_loses_nothing(
             (src / f"drop_{i:03d}.mid").write_bytes(base + i.to_bytes(2, "big"))
         wait_until(lambda: sum(files_in_db(tmp_path).values()) == first, 60, "the first files analysed on the cluster")
         skip_on_client_server_flake((tmp_path / "daemon.log").read_text())
-        workers = [pid for pid in head_processes(temp_dir)
-                   if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::_Worker")]
+        workers = head_workers(temp_dir)
         assert workers, "the pools run on the cluster"
         # Held still, the cluster's workers keep the rest of the drop in flight when the head
         # goes: the kill lands mid-run however fast the analysis has become.
-        for pid in workers:
-            os.kill(pid, signal.SIGSTOP)
+        hold(workers)
         for i in range(first, n):
             (src / f"drop_{i:03d}.mid").write_bytes(base + i.to_bytes(2, "big"))
         wait_until(lambda: len(files_in_db(tmp_path)) == n, 60, "the rest imported, its analysis held on the cluster")
@@ -125,9 +123,7 @@ def test_a_ray_head_lost_mid_run_falls_back_to_a_local_ray_and_loses_nothing(
         assert joined or (scheme and "running on a local Ray" in said), said
         (src / "after.mid").write_bytes(sample_midi[1].read_bytes())
         wait_until(lambda: files_in_db(tmp_path).get("after.mid") == 1, 60, "a new file analysed")
-        on_head = [Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::_Worker")
-                   for pid in head_processes(temp_dir)]
-        assert any(on_head) == joined
+        assert bool(head_workers(temp_dir)) == joined
         assert d.stop() == 0
     finally:
         if d is not None and d.proc.poll() is None:
@@ -224,9 +220,7 @@ def test_one_shot_import_whose_ray_head_dies_finishes_on_a_local_ray(tmp_path: P
         # the import: the kill lands mid-run however fast the analysis has become.
         wait_until(lambda: analysed() >= 16 or proc.poll() is not None, 120, "analysis under way on the cluster",
                    every=0.01)
-        for pid in head_processes(temp_dir):
-            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::_Worker"):
-                os.kill(pid, signal.SIGSTOP)
+        hold(head_workers(temp_dir))
         assert proc.poll() is None and analysed() < n, "the kill must come while files are being analysed"
         kill(head_processes(temp_dir))
         out, err = proc.communicate(timeout=240)

@@ -20,7 +20,7 @@ import symusic
 
 from conftest import write_config
 from rayhead import free_port, head_processes, kill, skip_on_client_server_flake, start_head
-from test_daemon import wait_until
+from test_daemon import wait_until, work_left
 from midid.analysis import analyze_bytes
 from midid.config import load_config
 from midid.db import Library
@@ -262,19 +262,6 @@ def _integrity(tmp_path: Path, expected: int) -> None:
     assert not any((tmp_path / "library" / ".midid-staging").iterdir())
 
 
-def _work_left(tmp_path: Path, n: int) -> int:
-    """Of `n` source files: those not yet imported, and library files still to split or analyse."""
-    try:
-        with sqlite3.connect(f"file:{tmp_path / 'midid.sqlite3'}?mode=ro", uri=True, timeout=30) as conn:
-            imported, queued = conn.execute(
-                "SELECT (SELECT count(*) FROM sources WHERE kind = 'file'),"
-                " (SELECT count(*) FROM files WHERE error IS NULL AND (analysed_at IS NULL"
-                "  OR (split_at IS NULL AND parent_id IS NULL)))").fetchone()
-    except sqlite3.OperationalError:  # not made yet
-        return n
-    return n - imported + queued
-
-
 def test_kill_9_at_random_points_then_resume(tmp_path: Path, sample_midi) -> None:
     src = tmp_path / "src"
     src.mkdir()
@@ -287,14 +274,15 @@ def test_kill_9_at_random_points_then_resume(tmp_path: Path, sample_midi) -> Non
     config = write_config(tmp_path, "[pipeline]\nbatch_size = 64\n")
     cmd = [sys.executable, "-m", "midid.ctl", "--config", str(config), "import", "--local", "--json", str(src)]
     rng = random.Random(1234)
+    db = tmp_path / "midid.sqlite3"
     points = int(os.environ.get("MIDID_KILL_POINTS", "4"))  # 20 for the long run (docs/reliability.md)
     killed_running = 0
     for _ in range(points):
         # At a random share of the work left, watched every 10 ms: at a random time (0.3-3 s),
         # 3 of 4 kills came after the import had finished.
-        stop_at = int(_work_left(tmp_path, n) * rng.uniform(0.1, 0.9))
+        stop_at = int(work_left(db, n) * rng.uniform(0.1, 0.9))
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(lambda: _work_left(tmp_path, n) <= stop_at or proc.poll() is not None, 120,
+        wait_until(lambda: work_left(db, n) <= stop_at or proc.poll() is not None, 120,
                    "the import to reach the kill point", every=0.01)
         killed_running += proc.poll() is None
         proc.send_signal(signal.SIGKILL)

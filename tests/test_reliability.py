@@ -22,7 +22,7 @@ import threading
 from pathlib import Path
 
 from conftest import DATA, write_config
-from test_daemon import Daemon, wait_until
+from test_daemon import Daemon, wait_until, work_left
 
 MIDICTL = [sys.executable, "-m", "midid.ctl"]
 KILL_POINTS = int(os.environ.get("MIDID_KILL_POINTS", "6"))
@@ -57,24 +57,14 @@ def daemon_config(tmp_path: Path, src: Path, extra: str = "") -> Path:
                                   "[export]\nenabled = false\n" + extra)
 
 
-def counts(db: Path, create: bool = True) -> dict[str, int]:
-    with sqlite3.connect(db if create else f"file:{db}?mode=ro", timeout=30, uri=not create) as conn:
+def counts(db: Path) -> dict[str, int]:
+    with sqlite3.connect(db, timeout=30) as conn:
         row = conn.execute(
             "SELECT (SELECT count(*) FROM sources WHERE kind = 'file'),"
             " (SELECT count(*) FROM files WHERE analysed_at IS NULL AND error IS NULL),"
             " (SELECT count(*) FROM files WHERE split_at IS NULL AND parent_id IS NULL AND error IS NULL)"
         ).fetchone()
     return {"sources": row[0], "analyse_queue": row[1], "split_queue": row[2]}
-
-
-def _work_left(tmp_path: Path, sources: list[Path]) -> int:
-    """Sources not yet imported, and library files still to split or analyse (all of them
-    while the daemon has not yet made its database)."""
-    try:
-        c = counts(tmp_path / "midid.sqlite3", create=False)
-    except sqlite3.OperationalError:
-        return len(sources)
-    return len(sources) - c["sources"] + c["analyse_queue"] + c["split_queue"]
 
 
 def assert_library_consistent(tmp_path: Path, sources: list[Path]) -> None:
@@ -116,6 +106,7 @@ def test_kill_9_of_the_daemon_at_random_points_loses_nothing(tmp_path: Path) -> 
     src = tmp_path / "src"
     src.mkdir()
     config = daemon_config(tmp_path, src)
+    db = tmp_path / "midid.sqlite3"
     sources: list[Path] = []
     rng = random.Random(KILL_SEED)
     killed_with_work_left = 0
@@ -130,15 +121,13 @@ def test_kill_9_of_the_daemon_at_random_points_loses_nothing(tmp_path: Path) -> 
             sources += drop_files(src, len(sources), 200)
         # The kill comes at a random point of the work left, watched every 10 ms: a kill at a
         # random time came after the work was done whenever the daemon was fast enough.
-        stop_at = int(_work_left(tmp_path, sources) * rng.uniform(0.1, 0.9))
-        wait_until(lambda: _work_left(tmp_path, sources) <= stop_at, 120, "the work to reach the kill point",
-                   every=0.01)
+        stop_at = int(work_left(db, len(sources)) * rng.uniform(0.1, 0.9))
+        wait_until(lambda: work_left(db, len(sources)) <= stop_at, 120, "the work to reach the kill point", every=0.01)
         d.proc.send_signal(signal.SIGKILL)
         d.proc.wait()
         d.notify.close()
         d.log.close()
-        c = counts(tmp_path / "midid.sqlite3")
-        killed_with_work_left += c["sources"] < len(sources) or c["analyse_queue"] > 0 or c["split_queue"] > 0
+        killed_with_work_left += work_left(db, len(sources)) > 0
     assert killed_with_work_left >= KILL_POINTS // 2, "the kills must land in the middle of the work"
     d = _start(tmp_path, config)
     try:
