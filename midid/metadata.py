@@ -97,7 +97,7 @@ def bpm_from_name(text: str) -> float | None:
     # Of several numbers the last is the tempo: names give an index or a take early and the
     # tempo and key late ("75 Funk 95", Groove's "180_rock_50_beat"). A lone number below 60
     # is more often an index ("Loop 45") than a tempo.
-    if len(bare) > 1 or bare and bare[0] >= 60:
+    if len(bare) > 1 or (bare and bare[0] >= 60):
         return bare[-1]
     return None
 

@@ -115,14 +115,15 @@ def _clean_stem(name: str, suffixes: Sequence[str], max_len: int) -> str:
     idempotent, so a cleaned stem without a suffix is final and is not cleaned again.
     """
     stem, ends = name, tuple(suffixes)
+    lowered = stem.lower()
     while True:
-        lowered = stem.lower()
-        for suffix in suffixes:
+        for suffix in ends:
             if lowered.endswith(suffix):
                 stem = stem[: -len(suffix)]
                 break
         stem = clean_component(stem, max_len)
-        if not stem.lower().endswith(ends):
+        lowered = stem.lower()
+        if not lowered.endswith(ends):
             return stem
 
 
