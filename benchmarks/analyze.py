@@ -75,6 +75,11 @@ def groove_rows() -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def name_bpm(row: dict[str, str]) -> float | None:
+    """The BPM that `midictl analyze` reads from a Groove file's own name."""
+    return name_metadata(Path(row["midi_filename"]).name).bpm
+
+
 def longest_key(song: Path) -> tuple[int, str]:
     """(tonic pitch class, "major"/"minor") of the key lasting longest in key_audio.txt."""
     held: dict[str, float] = {}
@@ -446,8 +451,7 @@ def main(argv: list[str] | None = None) -> None:
                 halves((f, float(within(e, float(r["bpm"])))) for (f, r, _), e in zip(beats, named))))
     # As `midictl analyze` reads a Groove file under its own name ("100_neworleans-secondline_94_beat_4-4"):
     # the BPM that `name_metadata` finds in it, leading index number and all.
-    own = [analyze_bytes(b, filename_bpm=name_metadata(Path(r["midi_filename"]).name).bpm).bpm_estimate
-           for b, (_, r, _) in zip(retimed, beats, strict=True)]
+    own = [analyze_bytes(b, filename_bpm=name_bpm(r)).bpm_estimate for b, (_, r, _) in zip(retimed, beats, strict=True)]
     acc.append(("bpm_estimate within 4 %, under the file's own name",
                 halves((f, float(within(e, float(r["bpm"])))) for (f, r, _), e in zip(beats, own))))
     # Drummer 2's "rock 130" session is played near 145 BPM against its 130 label (its ride
@@ -670,8 +674,7 @@ def tempo_only() -> None:
     fit = [r["drummer"] in FIT_DRUMMERS for r in rows]
     ours = [estimate_bpm(*i) for i in inputs]
     hinted = [estimate_bpm(*i, hint=float(r["bpm"])) for i, r in zip(inputs, rows, strict=True)]
-    own = [estimate_bpm(*i, hint=name_metadata(Path(r["midi_filename"]).name).bpm)
-           for i, r in zip(inputs, rows, strict=True)]
+    own = [estimate_bpm(*i, hint=name_bpm(r)) for i, r in zip(inputs, rows, strict=True)]
     plain = [plain_acf_bpm(o, w) for o, w, _ in inputs]
     print(f"{'tempo estimate, Groove beats':44s} {'fit half':>9s} {'check':>7s} {'all':>7s}")
     for name, est in (("midid", ours), ("midid + label as file-name BPM", hinted),
