@@ -102,7 +102,7 @@ class RayConfig:
 
 @dataclass
 class PipelineConfig:
-    analyze_actors: int = _spec(0, allowed="0 (one per CPU) or a positive integer", check=_nonnegative)
+    analyze_actors: int = _spec(0, allowed="0 (one per CPU of the Ray) or a positive integer", check=_nonnegative)
     split_actors: int = _spec(0, allowed="0 (split shares the analyze actors) or a positive integer",
                               check=_nonnegative)
     batch_size: int = _spec(256, allowed="an integer from 1 to 10000", check=lambda v: 1 <= v <= 10_000)

@@ -286,7 +286,7 @@ def runs_on_ray(cfg: Config, expected_files: int) -> bool:
 
 def ray_runner(cfg: Config, address: str) -> Runner:
     """Join the Ray at `address` ("" starts a local one) and put the actor pools on it."""
-    from .pool import RayRunner, pool_sizes, start_ray
+    from .pool import RayRunner, cluster_cpus, pool_sizes, start_ray
 
     try:
         watch = start_ray(address, cfg.ray.num_cpus, cfg.ray.object_store_mb)
@@ -295,5 +295,5 @@ def ray_runner(cfg: Config, address: str) -> Runner:
 
         ray.shutdown()  # a half-made connection would keep the next attempt from starting its own
         raise
-    return RayRunner(pool_sizes(cfg.pipeline.analyze_actors, cfg.pipeline.split_actors),
+    return RayRunner(pool_sizes(cfg.pipeline.analyze_actors, cfg.pipeline.split_actors, cluster_cpus()),
                      max_in_flight=cfg.pipeline.max_in_flight, watch=watch)

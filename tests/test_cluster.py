@@ -1,0 +1,104 @@
+"""The pools on a real two-node Ray cluster: where the actors go, and losing a node mid-import."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import write_config
+from raycluster import two_nodes
+from rayhead import hold, kill
+from midid.pool import placement
+from midid.sample import write_samples
+
+
+def test_placement_spreads_every_pool_by_cpus() -> None:
+    nodes = [("a", 1.0), ("b", 2.0)]
+    placed = placement(nodes, {"analyze": 3, "split": 0})
+    assert sorted(placed["analyze"]) == ["a", "b", "b"] and placed["split"] == []
+    # Each pool on its own is spread; together they fill the nodes by CPUs.
+    placed = placement([("a", 2.0), ("b", 2.0)], {"analyze": 2, "split": 2})
+    assert sorted(placed["analyze"]) == ["a", "b"] and sorted(placed["split"]) == ["a", "b"]
+    placed = placement([("a", 2.0), ("b", 2.0)], {"analyze": 1, "split": 1})
+    assert placed == {"analyze": ["a"], "split": ["b"]}
+    # More actors than CPUs: still in proportion.
+    assert sorted(placement([("a", 1.0), ("b", 3.0)], {"analyze": 8})["analyze"]).count("b") == 6
+
+
+def test_placement_skips_nodes_without_cpus_and_needs_one() -> None:
+    assert placement([("head", 0.0), ("w", 4.0)], {"analyze": 2}) == {"analyze": ["w", "w"]}
+    with pytest.raises(RuntimeError, match="no live node with CPUs"):
+        placement([("head", 0.0)], {"analyze": 1})
+
+
+def _catch_running(cluster, count: int, deadline_s: float = 120) -> dict[str, list[int]]:
+    """Stop each pool worker (SIGSTOP) the moment it is seen running a batch (Ray titles the
+    process `ray::_Worker.run` then), until `count` are caught: each then has a batch in
+    flight, and the import cannot end meanwhile."""
+    deadline = time.monotonic() + deadline_s
+    caught: dict[str, list[int]] = {}
+    while sum(map(len, caught.values())) < count:
+        assert time.monotonic() < deadline, f"only {caught} of {count} pool workers ran a batch"
+        for node, pids in cluster.workers().items():
+            for pid in set(pids) - set(caught.get(node, [])):
+                try:
+                    running = Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::_Worker.run")
+                except OSError:
+                    continue
+                if running:
+                    hold([pid])
+                    caught.setdefault(node, []).append(pid)
+        time.sleep(0.005)
+    return caught
+
+
+def _resume(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.mark.slow
+def test_pools_spread_over_the_nodes_and_survive_losing_one(tmp_path: Path) -> None:
+    """One actor per CPU of the whole cluster (head 1 + second node 2), placed in proportion;
+    then the second node dies with batches on it: they are redone on the head, nothing is
+    lost or blamed on a file."""
+    src = tmp_path / "src"
+    files = write_samples(src)
+    temp_dir = Path(tempfile.mkdtemp(prefix="midid-2n-"))  # short: Ray's socket paths below it
+    try:
+        with two_nodes(temp_dir, head_cpus=1, second_cpus=2) as cluster:
+            config = write_config(tmp_path, f'[ray]\naddress = "{cluster.address}"\n'
+                                            '[pipeline]\nbatch_size = 1\n')
+            job = subprocess.Popen([sys.executable, "-m", "midid.ctl", "--config", str(config), "import",
+                                    "--local", "--json", str(src)],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            try:
+                workers = _catch_running(cluster, 3)
+                assert {node: len(pids) for node, pids in workers.items()} == {"head": 1, "second": 2}
+                cluster.remove_second()
+                kill(set(workers["second"]))  # its machine is gone: so are its processes
+                _resume(workers["head"])
+                out, err = job.communicate(timeout=300)
+            finally:
+                job.kill()
+                _resume([pid for pids in cluster.workers().values() for pid in pids])
+    finally:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    assert job.returncode == 0, err[-3000:]
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["imported"] + summary["duplicates"] == files
+    assert summary["analysis_errors"] == 0 and summary["failed"] == [], summary
+    assert summary["analysed"] == summary["imported"] + summary["split_parts"]
+    assert "worker died" in err, "the batches on the lost node must have failed and gone again"
