@@ -288,6 +288,11 @@ def test_both_parsers_give_contiguous_arrays() -> None:
             assert getattr(midi, name).flags["C_CONTIGUOUS"], (parser, name)
 
 
+def test_track_count_is_the_chunks_not_the_mtrk_bytes_in_a_text() -> None:
+    named = [mido.MetaMessage("text", text="MTrk MTrk", time=0)] + notes(C_MAJOR_SCALE)
+    assert analyze_bytes(smf(named, notes(C_MAJOR_SCALE))).tracks == 2
+
+
 def test_truncated_file_keeps_the_notes_before_the_cut() -> None:
     good = smf(notes(C_MAJOR_SCALE * 4))
     a = analyze_bytes(good[: len(good) // 2])

@@ -112,7 +112,10 @@ def _scan_chunks(data: bytes) -> _Chunks:
         pos = end
     if count == 0:
         sound = False
-    return _Chunks(tpq=division, count=max(count, data.count(b"MTrk")), sound=sound)
+    # A sound file's walk met every chunk; a damaged one's count is a guess from the MTrk tags
+    # (in a sound file those bytes may also sit inside a text event, and scanning for them
+    # costs more than the walk).
+    return _Chunks(tpq=division, count=count if sound else max(count, data.count(b"MTrk")), sound=sound)
 
 
 def parse_midi(data: bytes) -> ParsedMidi:
