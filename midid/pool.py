@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import time
 from collections import deque
@@ -382,7 +383,7 @@ class RayRunner:
                         "the batch is not to blame and goes again", self._unanswered)
             if self._unanswered >= MAX_UNANSWERED:
                 self.lost = (f"its workers stopped answering ({self._unanswered} times in a row, "
-                             f"last {type(exc).__name__})")
+                             f"last {type(exc).__name__}{worker_error(exc)})")
             backoff = BACKOFF_S[min(self._unanswered, len(BACKOFF_S)) - 1]
             self._suspects.append(Batch(batch.kind, batch.tasks, attempt=batch.attempt,
                                         not_before=time.monotonic() + backoff))
@@ -437,6 +438,22 @@ class _Worker:
 
     def pid(self) -> int:
         return os.getpid()
+
+
+_ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b.*")
+_MISSING_CODE = ("ModuleNotFoundError", "ImportError")
+
+
+def worker_error(exc: BaseException) -> str:
+    """": <the error a worker died of>" when Ray's message carries it (an actor whose start
+    raised: a node without midid installed, a broken edit of the analysis code), else "":
+    what tells the user why a pool stopped answering."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines or not _ERROR_LINE.match(lines[-1]):
+        return ""
+    hint = ("; every node of the cluster needs midid and its dependencies installed, the same "
+            "version as the driver's" if lines[-1].startswith(_MISSING_CODE) else "")
+    return f": {lines[-1]}{hint}"
 
 
 def pool_sizes(analyze_actors: int, split_actors: int, cpus: int) -> dict[str, int]:

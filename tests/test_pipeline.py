@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import random
@@ -184,8 +185,19 @@ class BrokenWorker(_Worker):
         raise NameError("name 'half_saved' is not defined")
 
 
-@pytest.mark.parametrize("worker", [GoneWorker, BrokenWorker], ids=["gone-first", "cannot-start"])
-def test_workers_gone_before_a_suspect_reaches_them_blame_no_file(ray_local, worker: type) -> None:
+class UninstalledWorker(_Worker):
+    """A real actor on a node where the code it needs is not installed."""
+
+    def __init__(self) -> None:
+        importlib.import_module("midid_not_installed_here")
+
+
+@pytest.mark.parametrize("worker, says", [
+    (GoneWorker, ""),
+    (BrokenWorker, "NameError: name 'half_saved' is not defined"),
+    (UninstalledWorker, "No module named 'midid_not_installed_here'; every node of the cluster needs midid"),
+], ids=["gone-first", "cannot-start", "not-installed"])
+def test_workers_gone_before_a_suspect_reaches_them_blame_no_file(ray_local, worker: type, says: str) -> None:
     """A suspect that dies alone is guilty only if its worker was alive when it got there:
     here every worker is gone first, so no task may come back blamed; the pool is lost."""
     ray_local.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -194,12 +206,13 @@ def test_workers_gone_before_a_suspect_reaches_them_blame_no_file(ray_local, wor
     try:
         runner.submit("analyze", ["a", "b", "c", "d"])
         deadline = time.monotonic() + 60
-        with pytest.raises(ClusterLost, match="workers stopped answering"):
+        with pytest.raises(ClusterLost, match="workers stopped answering") as lost:
             while time.monotonic() < deadline:
                 done += runner.wait(1.0)
     finally:
         runner.shutdown()
     assert done == []
+    assert says in str(lost.value)  # why the workers cannot start reaches the user
 
 
 @pytest.mark.parametrize("split_actors", [1, 0], ids=["own-split-actor", "split-shares-analyze-actors"])
