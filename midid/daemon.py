@@ -19,6 +19,7 @@ import sqlite3
 import sys
 import threading
 import time
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -403,7 +404,19 @@ class Daemon:
                    for f in self.cfg.sources.folders]
         with self.snapshot_lock:
             self.snapshot = {"sources": sources, "devices": devices, "status_line": text,
-                             "queued": {"import": sum(len(j.paths) for j in self.jobs)}}
+                             "queued": {"import": sum(len(j.paths) for j in self.jobs)},
+                             "compute": self._compute()}
+
+    def _compute(self) -> dict[str, Any]:
+        """Where the stages run: the runner, the Ray ("local" or the cluster's address), the
+        actors of each stage's own pool and how many sit on each node (short node ids)."""
+        runner = self.engine.runner if self.engine is not None else None
+        placement = runner.placement if runner is not None else {}
+        nodes = Counter(node[:8] for actors in placement.values() for node in actors)
+        return {"runner": runner.name if runner is not None else "none",
+                "ray": (self.ray_address or "local") if placement else None,
+                "workers": {kind: len(actors) for kind, actors in placement.items()},
+                "nodes": dict(nodes)}
 
     # ---- control socket (runs on control threads: only queue work, read snapshots) ------
 
@@ -418,7 +431,8 @@ class Daemon:
                                            "state": "blocked: library disk full" if self.blocked
                                            else "paused" if self.paused else "running"},
                     "sources": snap.get("sources", []), "devices": snap.get("devices", []),
-                    "queued": snap.get("queued", {}), "messages": list(self.messages)}
+                    "queued": snap.get("queued", {}), "compute": snap.get("compute"),
+                    "messages": list(self.messages)}
         if cmd == "import":
             paths = msg.get("paths")
             if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths) or not paths:

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 class Runner(Protocol):
     name: str
+    placement: dict[str, list[str]]  # Ray node of each actor of each stage's own pool
 
     def capacity(self, kind: str) -> int: ...
     def submit(self, kind: str, tasks: Sequence[Any]) -> None: ...

@@ -100,6 +100,7 @@ class LocalRunner:
     """Runs batches synchronously in this process: tests, debugging and small one-shot jobs."""
 
     name = "in-process"
+    placement: dict[str, list[str]] = {}
 
     def __init__(self) -> None:
         self._done: deque[Done] = deque()
@@ -131,6 +132,7 @@ class NoWorkers:
     the queue keeps the rest."""
 
     name = "no workers"
+    placement: dict[str, list[str]] = {}
 
     def capacity(self, kind: str) -> int:
         return 0
@@ -224,11 +226,12 @@ class RayRunner:
 
         worker_cls = ray.remote(num_cpus=ACTOR_CPUS, max_restarts=-1, max_task_retries=0)(worker or _Worker)
         # Soft affinity: an actor whose node is lost is restarted on another one.
-        placed = placement(cluster_nodes(), sizes)
+        # The node of each stage's own actors (`midictl status` shows them).
+        self.placement = {kind: nodes for kind, nodes in placement(cluster_nodes(), sizes).items() if nodes}
         # A stage sized 0 shares the actors of the first stage that has its own.
         own = {kind: [worker_cls.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=True))
                       .remote() for node in nodes]
-               for kind, nodes in placed.items() if nodes}
+               for kind, nodes in self.placement.items()}
         if not own:
             raise ValueError("at least one stage needs its own actors")
         self.pools: dict[str, list[Any]] = {kind: own.get(kind) or next(iter(own.values()))

@@ -45,6 +45,7 @@ def collect_status(cfg: Config) -> dict[str, Any]:
         if stage in status["stages"]:
             status["stages"][stage]["queued"] += int(extra)
     status["daemon_messages"] = live.get("messages") or []
+    status["compute"] = live.get("compute")  # None without a running daemon
     return status
 
 
@@ -55,6 +56,8 @@ def render_status(status: dict[str, Any], console: Console) -> None:
                       f"version {d['version']}){' — ' + d['state'] if d.get('state') else ''}")
     else:
         console.print("[yellow]midid is not running[/yellow] (showing the library database)")
+    if status.get("compute"):
+        console.print(f"compute: {_compute_line(status['compute'])}", highlight=False, soft_wrap=True)
     table = Table("stage", "done", "queued", "failed", "rate/s", box=None)
     for stage, row in status["stages"].items():
         table.add_row(stage, f"{row['done']:,}", f"{row['queued']:,}",
@@ -106,3 +109,17 @@ def device_rows(cfg: Config) -> list[dict[str, Any]]:
     known = {r["uuid"] for r in rows}
     rows += [dict(d, attached=True) for uuid, d in live.items() if uuid not in known]
     return rows
+
+
+def _compute_line(compute: dict[str, Any]) -> str:
+    """"3 Ray workers (analyze 3) on 2 nodes of the Ray cluster at host:6379", or the runner."""
+    workers = compute.get("workers") or {}
+    if not workers:
+        return {"in-process": "in the daemon process", "no workers": "no workers (Ray starting, or "
+                "restarting after a loss)"}.get(compute.get("runner"), compute.get("runner") or "none")
+    pools = ", ".join(f"{kind} {n}" for kind, n in workers.items())
+    nodes = len(compute.get("nodes") or {})
+    where = "a local Ray" if compute.get("ray") == "local" else f"the Ray cluster at {compute.get('ray')}"
+    count = sum(workers.values())
+    return (f"{count} Ray worker{'s' if count != 1 else ''} ({pools}) on {nodes} "
+            f"node{'s' if nodes != 1 else ''} of {where}")

@@ -16,6 +16,7 @@ import pytest
 
 from conftest import write_config
 from raycluster import two_nodes
+from test_daemon import Daemon, ctl, status, wait_until
 from rayhead import hold, kill
 from midid.pool import placement
 from midid.sample import write_samples
@@ -102,3 +103,29 @@ def test_pools_spread_over_the_nodes_and_survive_losing_one(tmp_path: Path) -> N
     assert summary["analysis_errors"] == 0 and summary["failed"] == [], summary
     assert summary["analysed"] == summary["imported"] + summary["split_parts"]
     assert "worker died" in err, "the batches on the lost node must have failed and gone again"
+
+
+@pytest.mark.slow
+def test_the_daemon_on_a_cluster_says_where_its_workers_run(tmp_path: Path) -> None:
+    """`midictl status` names the cluster and how many workers each node has (one per CPU)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    temp_dir = Path(tempfile.mkdtemp(prefix="midid-2n-"))
+    try:
+        with two_nodes(temp_dir, head_cpus=1, second_cpus=2) as cluster:
+            config = write_config(tmp_path, f'[sources]\nfolders = ["{src}"]\n[watch]\nsettle_s = 0.5\n'
+                                            f'[ray]\naddress = "{cluster.address}"\n[export]\nenabled = false\n')
+            daemon = Daemon(tmp_path, config).ready()
+            try:
+                files = write_samples(src / "drop")
+                wait_until(lambda: status(config)["stages"]["analyze"]["done"] >= files, 120, "the drop analysed")
+                compute = status(config)["compute"]
+                text = ctl(config, "status").stdout
+            finally:
+                daemon.stop()
+    finally:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    short = {name: node[:8] for name, node in cluster.node_ids.items()}
+    assert compute == {"runner": "ray", "ray": cluster.address, "workers": {"analyze": 3},
+                       "nodes": {short["head"]: 1, short["second"]: 2}}
+    assert f"compute: 3 Ray workers (analyze 3) on 2 nodes of the Ray cluster at {cluster.address}" in text

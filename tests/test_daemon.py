@@ -121,11 +121,16 @@ def test_notify_protocol_watch_import_status_and_clean_stop(daemon_env, sample_m
     assert s["stages"]["analyze"]["done"] == 6 and s["stages"]["split"]["done"] >= 3
     assert set(s["stages"]) == {"import", "sanitize", "split", "analyze", "rename", "export"}
     assert s["sources"][0]["path"] == str(src) and s["sources"][0]["watching"]
+    # One Ray for the daemon's life, its pool as configured (analyze_actors = 1).
+    assert s["compute"]["runner"] == "ray" and s["compute"]["ray"] == "local"
+    assert s["compute"]["workers"] == {"analyze": 1} and list(s["compute"]["nodes"].values()) == [1]
+    assert "compute: 1 Ray worker (analyze 1) on 1 node of a local Ray" in ctl(config, "status").stdout
     assert d.stop() == 0
     assert "STOPPING=1" in d.notify.messages
     assert not (tmp_path / "midid.sock").exists()
     s = status(config)
     assert s["daemon"]["running"] is False and s["stages"]["analyze"]["done"] == 6
+    assert s["compute"] is None
 
 
 def test_midictl_import_hands_over_and_follows_to_the_end(daemon_env, sample_midi) -> None:
