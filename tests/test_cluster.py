@@ -70,11 +70,9 @@ def _resume(pids: list[int]) -> None:
             pass
 
 
-@pytest.mark.slow
-def test_pools_spread_over_the_nodes_and_survive_losing_one(tmp_path: Path) -> None:
-    """One actor per CPU of the whole cluster (head 1 + second node 2), placed in proportion;
-    then the second node dies with batches on it: they are redone on the head, nothing is
-    lost or blamed on a file."""
+def _import_on_two_nodes(tmp_path: Path, lose) -> tuple[int, subprocess.CompletedProcess]:
+    """A one-shot import on a head (1 CPU) + second node (2 CPUs) cluster, batch size 1; once
+    every pool worker is caught mid-batch, `lose(cluster, workers)` takes something away."""
     src = tmp_path / "src"
     files = write_samples(src)
     temp_dir = Path(tempfile.mkdtemp(prefix="midid-2n-"))  # short: Ray's socket paths below it
@@ -82,27 +80,55 @@ def test_pools_spread_over_the_nodes_and_survive_losing_one(tmp_path: Path) -> N
         with two_nodes(temp_dir, head_cpus=1, second_cpus=2) as cluster:
             config = write_config(tmp_path, f'[ray]\naddress = "{cluster.address}"\n'
                                             '[pipeline]\nbatch_size = 1\n')
-            job = subprocess.Popen([sys.executable, "-m", "midid.ctl", "--config", str(config), "import",
-                                    "--local", "--json", str(src)],
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            cmd = [sys.executable, "-m", "midid.ctl", "--config", str(config), "import", "--local", "--json", str(src)]
+            job = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             try:
                 workers = _catch_running(cluster, 3)
+                # One actor per CPU of the whole cluster, placed in proportion to the CPUs.
                 assert {node: len(pids) for node, pids in workers.items()} == {"head": 1, "second": 2}
-                cluster.remove_second()
-                kill(set(workers["second"]))  # its machine is gone: so are its processes
-                _resume(workers["head"])
+                lose(cluster, workers)
                 out, err = job.communicate(timeout=300)
             finally:
                 job.kill()
                 _resume([pid for pids in cluster.workers().values() for pid in pids])
     finally:
         shutil.rmtree(temp_dir, ignore_errors=True)
-    assert job.returncode == 0, err[-3000:]
-    summary = json.loads(out.strip().splitlines()[-1])
+    return files, subprocess.CompletedProcess(cmd, job.returncode, out, err)
+
+
+def _nothing_lost_or_blamed(files: int, done: subprocess.CompletedProcess) -> None:
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["imported"] + summary["duplicates"] == files
     assert summary["analysis_errors"] == 0 and summary["failed"] == [], summary
     assert summary["analysed"] == summary["imported"] + summary["split_parts"]
-    assert "worker died" in err, "the batches on the lost node must have failed and gone again"
+
+
+@pytest.mark.slow
+def test_pools_spread_over_the_nodes_and_survive_losing_one(tmp_path: Path) -> None:
+    """The second node dies with batches on it: they are redone on the actors Ray restarts on
+    the head, nothing is lost or blamed on a file, and the cluster is kept (its GCS answers)."""
+    def lose_second(cluster, workers) -> None:
+        cluster.remove_second()
+        kill(set(workers["second"]))  # its machine is gone: so are its processes
+        _resume(workers["head"])
+
+    files, done = _import_on_two_nodes(tmp_path, lose_second)
+    _nothing_lost_or_blamed(files, done)
+    assert "worker died" in done.stderr, "the batches on the lost node must have failed and gone again"
+    assert "lost the Ray cluster" not in done.stderr
+
+
+@pytest.mark.slow
+def test_losing_the_drivers_own_raylet_loses_nothing(tmp_path: Path) -> None:
+    """Only the raylet of the driver's node dies (its GCS still answers, so the probe sees
+    nothing): the batches are redone on what is left - the other node's actors, or a local
+    Ray once the pool's workers stop answering - and none is blamed on a file."""
+    def lose_drivers_raylet(cluster, workers) -> None:
+        kill({cluster.raylets["head"]})
+        _resume(workers["head"] + workers["second"])
+
+    _nothing_lost_or_blamed(*_import_on_two_nodes(tmp_path, lose_drivers_raylet))
 
 
 @pytest.mark.slow
