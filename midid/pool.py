@@ -225,10 +225,10 @@ class RayRunner:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         worker_cls = ray.remote(num_cpus=ACTOR_CPUS, max_restarts=-1, max_task_retries=0)(worker or _Worker)
-        # Soft affinity: an actor whose node is lost is restarted on another one.
         # The node of each stage's own actors (`midictl status` shows them).
         self.placement = {kind: nodes for kind, nodes in placement(cluster_nodes(), sizes).items() if nodes}
-        # A stage sized 0 shares the actors of the first stage that has its own.
+        # Soft affinity: an actor whose node is lost is restarted on another one. A stage sized
+        # 0 shares the actors of the first stage that has its own.
         own = {kind: [worker_cls.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=True))
                       .remote() for node in nodes]
                for kind, nodes in self.placement.items()}
