@@ -466,8 +466,8 @@ def pool_sizes(analyze_actors: int, split_actors: int, cpus: int) -> dict[str, i
 
 
 def cluster_nodes() -> list[tuple[str, float]]:
-    """(node id, CPUs) of the live nodes of the connected Ray, this driver's node first (a pool
-    of one stays beside the database)."""
+    """(node id, CPUs) of the live nodes of the connected Ray, this driver's node first (it
+    wins ties: among equal nodes, a pool of one stays beside the database)."""
     import ray
 
     here = ray.get_runtime_context().get_node_id()
