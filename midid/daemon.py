@@ -149,7 +149,10 @@ class Daemon:
         except Exception as exc:  # noqa: BLE001 - any failure to join means: run locally
             if not address:
                 raise
-            self._message(f"Ray cluster at {address} is unreachable ({type(exc).__name__}); running on a "
+            first_line = (str(exc).splitlines() or [""])[0]
+            why = ("is unreachable" if isinstance(exc, ConnectionError) or not first_line
+                   else f"cannot run midid's workers: {first_line}")
+            self._message(f"Ray cluster at {address} {why} ({type(exc).__name__}); running on a "
                           f"local Ray. {REJOIN_HINT}")
             log.error("cannot join the Ray cluster at %s (%s); using a local Ray", address, exc)
             return self._ray_runner("")

@@ -291,10 +291,12 @@ def ray_runner(cfg: Config, address: str) -> Runner:
 
     try:
         watch = start_ray(address, cfg.ray.num_cpus, cfg.ray.object_store_mb)
+        return RayRunner(pool_sizes(cfg.pipeline.analyze_actors, cfg.pipeline.split_actors, cluster_cpus()),
+                         max_in_flight=cfg.pipeline.max_in_flight, watch=watch)
     except Exception:
         import ray
 
-        ray.shutdown()  # a half-made connection would keep the next attempt from starting its own
+        # A half-made connection, or a joined cluster that cannot take the pools, would keep
+        # the next attempt (a local Ray) from starting its own.
+        ray.shutdown()
         raise
-    return RayRunner(pool_sizes(cfg.pipeline.analyze_actors, cfg.pipeline.split_actors, cluster_cpus()),
-                     max_in_flight=cfg.pipeline.max_in_flight, watch=watch)

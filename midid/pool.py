@@ -482,7 +482,8 @@ def placement(nodes: Sequence[tuple[str, float]], sizes: dict[str, int]) -> dict
     queues, and a node without CPUs (a head started with ``--num-cpus=0``) gets none."""
     nodes = [n for n in nodes if n[1] > 0]
     if not nodes:
-        raise RuntimeError("the Ray cluster has no live node with CPUs to run midid's workers on")
+        raise RuntimeError("the Ray cluster has no live node with CPUs to run midid's workers on "
+                           "(a head started with --num-cpus=0 needs worker nodes beside it)")
     total = dict.fromkeys((node for node, _ in nodes), 0)
     placed: dict[str, list[str]] = {}
     for kind, count in sizes.items():

@@ -17,7 +17,7 @@ import pytest
 from conftest import write_config
 from raycluster import two_nodes
 from test_daemon import Daemon, ctl, status, wait_until
-from rayhead import hold, kill
+from rayhead import free_port, head_processes, hold, kill, start_head
 from midid.pool import placement
 from midid.sample import write_samples
 
@@ -155,3 +155,43 @@ def test_the_daemon_on_a_cluster_says_where_its_workers_run(tmp_path: Path) -> N
     assert compute == {"runner": "ray", "ray": cluster.address, "workers": {"analyze": 3},
                        "nodes": {short["head"]: 1, short["second"]: 2}}
     assert f"compute: 3 Ray workers (analyze 3) on 2 nodes of the Ray cluster at {cluster.address}" in text
+
+
+@pytest.mark.slow
+def test_a_cluster_without_cpus_for_the_workers_is_said_and_the_work_runs_locally(tmp_path: Path,
+                                                                                  sample_midi) -> None:
+    """A head started with `--num-cpus=0` and no worker node yet: nowhere to put the pools.
+    A one-shot import and the daemon both say so and analyse on a local Ray instead."""
+    port = free_port()
+    temp_dir = Path(tempfile.mkdtemp(prefix="midid-head-"))
+    head = start_head(temp_dir, port, num_cpus=0)
+    try:
+        src = tmp_path / "src"
+        src.mkdir()
+        for f in sample_midi:
+            (src / f.name).write_bytes(f.read_bytes())
+        one_shot = write_config(tmp_path / "one-shot", f'[ray]\naddress = "127.0.0.1:{port}"\n')
+        done = subprocess.run([sys.executable, "-m", "midid.ctl", "--config", str(one_shot), "import",
+                               "--local", "--json", str(src)], capture_output=True, text=True, timeout=240)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert json.loads(done.stdout.strip().splitlines()[-1])["analysed"] == len(sample_midi) + 3
+        assert "no live node with CPUs" in done.stderr and "local Ray" in done.stderr
+
+        watched = tmp_path / "watched"
+        watched.mkdir()
+        config = write_config(tmp_path / "daemon", f'[sources]\nfolders = ["{watched}"]\n[watch]\nsettle_s = 0.5\n'
+                                                   f'[ray]\naddress = "127.0.0.1:{port}"\n[export]\nenabled = false\n')
+        daemon = Daemon(tmp_path / "daemon", config).ready()
+        try:
+            (watched / "a.mid").write_bytes(sample_midi[0].read_bytes())
+            wait_until(lambda: status(config)["stages"]["analyze"]["done"] >= 1, 120, "analysed on a local Ray")
+            s = status(config)
+        finally:
+            daemon.stop()
+    finally:
+        kill(head_processes(temp_dir))
+        head.wait(30)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    assert s["compute"]["ray"] == "local"
+    assert any("cannot run midid's workers: the Ray cluster has no live node with CPUs" in m
+               for m in s["daemon_messages"]), s["daemon_messages"]
