@@ -98,6 +98,8 @@ class RayConfig:
                          check=lambda v: v in ("", "auto") or re.fullmatch(r"(ray://)?[\w.\-\[\]:]+:\d+", v) is not None)
     num_cpus: int = _spec(0, allowed="0 (all cores) or a positive integer", check=_nonnegative)
     object_store_mb: int = _spec(256, allowed="an integer of at least 80", check=lambda v: v >= 80)
+    rejoin_s: float = _spec(60.0, allowed="0 (only on reload) or a number of seconds of at least 1",
+                            check=lambda v: v == 0 or v >= 1)
 
 
 @dataclass

@@ -58,7 +58,9 @@ MIN_GAIN_BYTES = 1024 * 1024  # or once this much more is free than when writing
 # Stopping one Ray and starting another takes 5-30 s on a loaded two-core machine, beyond
 # WatchdogSec=30 with the rest of the loop; longer than this and something is wrong.
 RAY_RESTART_LIMIT_S = 120.0
-REJOIN_HINT = "Once the cluster is up, reload midid (`systemctl reload midid` or SIGHUP) to join it."
+REJOIN_HINT = ("midid joins the cluster again once it answers (tried every [ray] rejoin_s); "
+               "`systemctl reload midid` tries at once.")
+MAX_REJOIN_S = 600.0  # the longest wait between rejoin tries of a cluster that answers but cannot be joined
 # A Ray lost this soon after its workers started counts as one more quick loss in a row, and
 # new workers wait RAY_RETRY_S[n - 1] after the n-th (the last repeats): a cluster that goes
 # away is replaced at once, but workers that cannot start are not restarted every few seconds
@@ -98,6 +100,8 @@ class Daemon:
         self._ray_started_at = 0.0  # when the workers in use were started (monotonic)
         self._quick_losses = 0  # Rays lost in a row, each within QUICK_LOSS_S of its start
         self._ray_retry_at: float | None = None  # new workers due then (monotonic), none meanwhile
+        self._rejoin_at: float | None = None  # on a fallback local Ray: next try of the cluster
+        self._rejoin_every = 0.0
         self.blocked: str | None = None  # why writing the library is stopped (disk full)
         self._last_space_check = 0.0
         self._free_at_block = 0
@@ -515,6 +519,39 @@ class Daemon:
             self.engine.runner.check()  # type: ignore[union-attr]
         except ClusterLost as exc:
             self._recover_ray(exc)
+            return
+        self._maybe_rejoin()
+
+    def _maybe_rejoin(self) -> None:
+        """On a local Ray that stands in for the configured cluster, try the cluster every
+        `[ray] rejoin_s` (a quick probe; a join only once it answers), so a cluster that comes
+        back, or a join that failed on a passing fault, is picked up without a reload."""
+        from .pool import probe
+
+        address = self.cfg.ray.address
+        if not address or self.ray_address or not self.cfg.ray.rejoin_s:
+            self._rejoin_at = None
+            return
+        now = time.monotonic()
+        if self._rejoin_at is None:
+            self._rejoin_every = self.cfg.ray.rejoin_s
+            self._rejoin_at = now + self._rejoin_every
+            return
+        if now < self._rejoin_at:
+            return
+        if address != "auto":
+            try:
+                probe(address, timeout_s=2.0)
+            except ConnectionError as exc:
+                log.info("Ray cluster at %s still unreachable (%s); next try in %.0f s", address, exc,
+                         self._rejoin_every)
+                self._rejoin_at = now + self._rejoin_every
+                return
+        log.info("Ray cluster at %s answers; moving the workers back to it", address)
+        self._switch_ray()
+        if not self.ray_address:  # it answers but could not be joined: wait longer each time
+            self._rejoin_every = min(self._rejoin_every * 2, MAX_REJOIN_S)
+            self._rejoin_at = time.monotonic() + self._rejoin_every
 
     def _recover_ray(self, exc: Exception) -> None:
         """The Ray under the workers went away: join the configured one again, else a local Ray.
@@ -569,7 +606,7 @@ class Daemon:
         if failed is not None:
             text = (f"could not join the Ray cluster at {address} ({type(failed).__name__}: "
                     f"{_gist(failed)}); running on a local Ray. The journal has Ray's whole "
-                    "error; reload midid to try again.")
+                    f"error. {REJOIN_HINT}")
         elif address:
             text = f"joined the Ray cluster at {address}."
         else:

@@ -134,6 +134,46 @@ def test_a_ray_head_lost_mid_run_falls_back_to_a_local_ray_and_loses_nothing(
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+@pytest.mark.slow
+def test_the_daemon_rejoins_a_cluster_that_comes_back_without_a_reload(tmp_path: Path, sample_midi) -> None:
+    """Lost head, work on a local Ray; a new head on the same address is joined by itself
+    within `[ray] rejoin_s` (here 2 s), and new files are analysed on it."""
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    temp_dir = Path(tempfile.mkdtemp(prefix="midid-head-"))
+    head = start_head(temp_dir, port)
+    d: Daemon | None = None
+    try:
+        src = tmp_path / "src"
+        src.mkdir()
+        config = write_config(tmp_path, f'[sources]\nfolders = ["{src}"]\n[watch]\nsettle_s = 0.5\n'
+                                        f'[ray]\naddress = "{address}"\nrejoin_s = 2\n[export]\nenabled = false\n')
+        d = Daemon(tmp_path, config).ready()
+        (src / "first.mid").write_bytes(sample_midi[0].read_bytes())
+        wait_until(lambda: files_in_db(tmp_path).get("first.mid") == 1, 60, "a file analysed on the cluster")
+        kill(head_processes(temp_dir))
+        head.wait(30)
+        wait_until(lambda: status(config)["compute"]["ray"] == "local", 60, "the fall-back to a local Ray")
+        lost = [m for m in status(config)["daemon_messages"] if f"lost the Ray cluster at {address}" in m]
+        assert lost and "joins the cluster again once it answers" in lost[0]
+        time.sleep(5)  # tries while the cluster is down change nothing
+        assert status(config)["compute"]["ray"] == "local" and d.proc.poll() is None
+        head = start_head(temp_dir, port)
+        wait_until(lambda: status(config)["compute"]["ray"] == address, 60, "the cluster joined again")
+        assert any(f"joined the Ray cluster at {address}" in m for m in status(config)["daemon_messages"])
+        (src / "second.mid").write_bytes(sample_midi[1].read_bytes())
+        wait_until(lambda: files_in_db(tmp_path).get("second.mid") == 1, 60, "a new file analysed")
+        assert head_workers(temp_dir), "the pools run on the cluster again"
+        assert d.stop() == 0
+    finally:
+        if d is not None and d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait()
+        kill(head_processes(temp_dir))
+        head.wait(30)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
 def test_full_library_disk_blocks_with_a_clear_error_and_resumes_when_freed(tmp_path: Path, sample_midi) -> None:
     require_loop(udev=False)
     src = tmp_path / "src"
@@ -315,4 +355,4 @@ def test_a_reload_that_cannot_join_the_cluster_says_why_and_stays_local(tmp_path
     said = d.messages[-1]
     assert "could not join the Ray cluster at ray://127.0.0.1:10001" in said
     assert "RuntimeError: Starting Ray client server failed" in said and "running on a local Ray" in said
-    assert "reload midid to try again" in said
+    assert "joins the cluster again once it answers" in said and "`systemctl reload midid` tries at once" in said
