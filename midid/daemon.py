@@ -377,6 +377,7 @@ class Daemon:
         if self.devices is not None:
             self.devices.reload(cfg)
         self.engine.rewind()  # type: ignore[union-attr]
+        self._rejoin_at = None  # the next rejoin try, if one is due, follows the new rejoin_s
         if cfg.ray.address != self.ray_address:
             self._switch_ray()
         log.info("configuration reloaded")
