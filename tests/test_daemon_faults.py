@@ -321,6 +321,65 @@ def test_workers_lost_again_soon_after_starting_are_restarted_after_a_growing_wa
     assert len(restarts) == before + 1 and d._ray_retry_at is None  # at once: the count starts again
 
 
+def test_rejoin_tries_wait_rejoin_s_and_double_while_the_join_fails(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The schedule behind the real rejoin test above: a probe every rejoin_s while the cluster
+    is down; a join only once it answers, at twice the wait each time the join fails (up to
+    MAX_REJOIN_S); none on the configured Ray, none with rejoin_s = 0."""
+    from midid import daemon as daemon_mod
+    from midid import pool
+    from midid.db import Library
+    from midid.engine import Engine
+    from midid.pool import LocalRunner
+
+    config = write_config(tmp_path, '[ray]\naddress = "127.0.0.1:6379"\nrejoin_s = 30\n')
+    d = daemon_mod.Daemon(str(config))
+    d.engine = Engine(d.cfg, Library(d.cfg.database_path), LocalRunner())
+    clock = [1000.0]
+    monkeypatch.setattr(daemon_mod.time, "monotonic", lambda: clock[0])
+    answers = [False]
+    probes: list[float] = []
+
+    def probe(address: str, timeout_s: float = 5.0) -> None:
+        probes.append(clock[0])
+        if not answers[0]:
+            raise ConnectionError("refused")
+
+    monkeypatch.setattr(pool, "probe", probe)
+    joins: list[float] = []
+    d._switch_ray = lambda: joins.append(clock[0])  # type: ignore[method-assign]  # a join that fails
+
+    def at(t: float) -> None:
+        clock[0] = 1000.0 + t
+        d._maybe_rejoin()
+
+    at(0)
+    at(29)
+    assert probes == [] and joins == []
+    at(30)
+    at(59)
+    assert probes == [1030.0] and joins == []  # down: probed, not joined
+    at(60)
+    answers[0] = True
+    at(90)
+    assert joins == [1090.0]  # answers: a join, which fails
+    at(149)
+    at(150)
+    assert joins == [1090.0, 1150.0]  # 60 s later
+    at(270)
+    assert joins[-1] == 1270.0  # 120 s later
+    for _ in range(6):
+        at(clock[0] - 1000.0 + daemon_mod.MAX_REJOIN_S)
+    assert joins[-1] - joins[-2] == daemon_mod.MAX_REJOIN_S  # capped
+    d.ray_address = "127.0.0.1:6379"  # joined: nothing to do
+    at(100_000)
+    assert d._rejoin_at is None and joins[-1] < 100_000 + 1000.0
+    d.ray_address, d.cfg.ray.rejoin_s = "", 0  # only on reload
+    at(200_000)
+    at(300_000)
+    assert d._rejoin_at is None and joins[-1] < 200_000 + 1000.0
+
+
 def test_a_reload_that_cannot_join_the_cluster_says_why_and_stays_local(tmp_path: Path,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """The cluster answers the probe but the join fails (Ray Client's server failing to start
