@@ -3,8 +3,9 @@
 Run: ``.venv/bin/python benchmarks/analyze.py [--music21 N]``; ``--chords-only`` prints just the
 chord accuracy per half with its error types (seconds; a few seconds to run); ``--tempo-only``
 the onset tempo estimate's accuracy per half on re-timed Groove beats, its misses and its
-cost, next to a plain onset-autocorrelation baseline; ``--fit`` instead
-re-fits the
+cost, next to a plain onset-autocorrelation baseline; ``--tempo-lodo`` the kit tempo weights
+fitted on all drummers but one, scored on that one (does a wider fit carry further?);
+``--fit`` instead re-fits the
 learned constants (key templates on POP909 001-150, also fitted on 151-300 to show how much
 the halves differ; tempo weights on Groove drummers 1 and 2) and prints them with their score
 on both halves. Uses ../shared/corpus (Groove MIDI drums, POP909 songs, and "Loops": pack-like
@@ -326,12 +327,17 @@ def main(argv: list[str] | None = None) -> None:
                         help="chord accuracy and error types on POP909 only")
     parser.add_argument("--tempo-only", action="store_true",
                         help="bpm_estimate accuracy on Groove beats only, with a plain baseline")
+    parser.add_argument("--tempo-lodo", action="store_true",
+                        help="kit tempo weights fitted leaving one drummer out, scored on that drummer")
     args = parser.parse_args(argv)
     if args.chords_only:
         chords_only()
         return
     if args.tempo_only:
         tempo_only()
+        return
+    if args.tempo_lodo:
+        tempo_leave_one_drummer_out()
         return
     if args.fit:
         fit_key()
@@ -730,6 +736,72 @@ def tempo_only() -> None:
     print(f"estimate_bpm: {np.mean(best) * 1000:.3f} ms per Groove beat (per-file best of 5)")
 
 
+def tempo_fit_rows(with_parts: bool = False) -> tuple[list[tuple[np.ndarray, float, str, bool]],
+                                                      list[tuple[np.ndarray, float, str, bool]]]:
+    """(features, bpm, drummer, supported) of every Groove beat re-timed without tempo events,
+    and of its single-part cuts when asked: what the tempo fits learn from."""
+    from midid.analysis.tempo import CANDIDATES, FEATURE_NAMES, features
+
+    kits: list[tuple[np.ndarray, float, str, bool]] = []
+    parts: list[tuple[np.ndarray, float, str, bool]] = []
+    for row in groove_rows():
+        if row["beat_type"] != "beat":
+            continue
+        retimed = retime_to_seconds((CORPUS / "groove" / row["midi_filename"]).read_bytes())
+        f = features(*onset_inputs(retimed))
+        if f is None:
+            continue
+        bpm = float(row["bpm"])
+        beat = np.abs(CANDIDATES / bpm - 1) <= 0.03
+        # A file whose labelled beat has no periodicity in its onsets teaches nothing (its
+        # parts neither): left out of the fit, still scored.
+        supported = f[beat, FEATURE_NAMES.index("acf all 1")].max() >= UNSUPPORTED_ACF
+        kits.append((f, bpm, row["drummer"], supported))
+        for cut in single_part_files(retimed).values() if with_parts else ():
+            g = features(*onset_inputs(cut))
+            if g is not None:
+                parts.append((g, bpm, row["drummer"], supported))
+    return kits, parts
+
+
+def comb_weights() -> np.ndarray:
+    """Where every tempo fit starts: a plain metrical comb (beat, its half, its double and
+    bar) with a log prior."""
+    from midid.analysis.tempo import FEATURE_NAMES
+
+    comb = {"acf all 0.5": 0.25, "acf all 1": 1.0, "acf all 2": 1.0, "acf all 4": 0.25,
+            "log2 bpm/120 ^2": -0.6}
+    return np.array([comb.get(name, 0.0) for name in FEATURE_NAMES])
+
+
+def tempo_leave_one_drummer_out() -> None:
+    """Whether more drummers in the fit would carry better to other drummers: the kit weights
+    fitted as `--fit` does on all drummers but one, scored on that one."""
+    from midid.analysis.tempo import CANDIDATES, WEIGHTS
+
+    kits, _ = tempo_fit_rows()
+    x = np.array([k[0] for k in kits])
+    bpms = np.array([k[1] for k in kits])
+    drummers = np.array([k[2] for k in kits])
+    supported = np.array([k[3] for k in kits])
+    target = np.abs(CANDIDATES[None, :] / bpms[:, None] - 1) <= 0.03
+    held_out: dict[str, list[bool]] = {}
+    for drummer in sorted(set(drummers)):
+        train = (drummers != drummer) & supported
+        w = softmax_fit(x[train], target[train], comb_weights(), l2=1e-2)
+        est = CANDIDATES[np.argmax(x[drummers == drummer] @ w, axis=1)]
+        held_out[drummer] = [within(e, b) for e, b in zip(est, bpms[drummers == drummer], strict=True)]
+    shipped = CANDIDATES[np.argmax(x @ WEIGHTS, axis=1)]
+    print(f"{'drummer':10s} {'beats':>6s} {'left out':>9s} {'shipped':>8s}")
+    for drummer, hits in held_out.items():
+        mine = drummers == drummer
+        ours = np.mean([within(e, b) for e, b in zip(shipped[mine], bpms[mine], strict=True)])
+        print(f"{drummer:10s} {len(hits):6d} {np.mean(hits):9.3f} {ours:8.3f}")
+    check = [h for d, hits in held_out.items() if d not in FIT_DRUMMERS for h in hits]
+    print(f"held-out drummers {', '.join(d for d in held_out if d not in FIT_DRUMMERS)} together: "
+          f"left out {np.mean(check):.3f}")
+
+
 def fit_tempo() -> None:
     """Tempo weights: fit on the beats of Groove drummers 1 and 2, check on 4, 5 and 10; the
     reverse fit (on 4, 5, 10, checked on 1, 2) is printed to show how far the fit carries.
@@ -738,35 +810,14 @@ def fit_tempo() -> None:
     kick, snare, hat ... pattern alone), fitted on each beat cut to each of its parts; a part
     alone has far fewer cues to its tempo, and a score fitted on kits reads most kick
     patterns at double or half time."""
-    from midid.analysis.tempo import CANDIDATES, FEATURE_NAMES, features
+    from midid.analysis.tempo import CANDIDATES
 
-    kits: list[tuple[np.ndarray, float, bool, bool]] = []  # features, bpm, fit half, supported
-    parts: list[tuple[np.ndarray, float, bool, bool]] = []
-    for row in groove_rows():
-        if row["beat_type"] != "beat":
-            continue
-        retimed = retime_to_seconds((CORPUS / "groove" / row["midi_filename"]).read_bytes())
-        f = features(*onset_inputs(retimed))
-        if f is None:
-            continue
-        bpm, fit = float(row["bpm"]), row["drummer"] in FIT_DRUMMERS
-        beat = np.abs(CANDIDATES / bpm - 1) <= 0.03
-        # A file whose labelled beat has no periodicity in its onsets teaches nothing (its
-        # parts neither): left out of the fit, still scored.
-        supported = f[beat, FEATURE_NAMES.index("acf all 1")].max() >= UNSUPPORTED_ACF
-        kits.append((f, bpm, fit, supported))
-        for cut in single_part_files(retimed).values():
-            g = features(*onset_inputs(cut))
-            if g is not None:
-                parts.append((g, bpm, fit, supported))
-    # Start from a plain metrical comb (beat, its half, its double and bar) with a log prior.
-    comb = {"acf all 0.5": 0.25, "acf all 1": 1.0, "acf all 2": 1.0, "acf all 4": 0.25,
-            "log2 bpm/120 ^2": -0.6}
-    w0 = np.array([comb.get(name, 0.0) for name in FEATURE_NAMES])
+    kits, parts = tempo_fit_rows(with_parts=True)
+    w0 = comb_weights()
     for what, items in (("WEIGHTS (kits)", kits), ("PART_WEIGHTS (single-part cuts)", parts)):
         x = np.array([i[0] for i in items])
         bpms = np.array([i[1] for i in items])
-        fit_arr = np.array([i[2] for i in items])
+        fit_arr = np.array([i[2] in FIT_DRUMMERS for i in items])
         supported = np.array([i[3] for i in items])
         target = np.abs(CANDIDATES[None, :] / bpms[:, None] - 1) <= 0.03
         print(f"{what}: left out of the fit (labelled beat unsupported): "
