@@ -5,6 +5,7 @@ are never touched, which `ray stop` would not guarantee."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -86,12 +87,29 @@ def hold(pids: list[int]) -> None:
         os.kill(pid, signal.SIGSTOP)
 
 
+def resume(pids: list[int]) -> None:
+    """Let processes held by `hold` go on (those already gone are skipped)."""
+    _signal(pids, signal.SIGCONT)
+
+
 def kill(pids: set[int]) -> None:
+    _signal(pids, signal.SIGKILL)
+
+
+def _signal(pids: set[int] | list[int], sig: int) -> None:
     for pid in pids:
         try:
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, sig)
         except ProcessLookupError:
             pass
+
+
+def remove_head(head: subprocess.Popen, temp_dir: Path) -> None:
+    """Kill every process of the head made in `temp_dir` (and of any head started there
+    after it), reap `head`, and remove the temp dir."""
+    kill(head_processes(temp_dir))
+    head.wait(30)
+    shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 # Ray's own flake, seen in 2 of about 20 first `ray://` joins and 2 of 4 re-joins of a head

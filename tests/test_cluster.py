@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -17,7 +15,7 @@ import pytest
 from conftest import write_config
 from raycluster import two_nodes
 from test_daemon import Daemon, ctl, status, wait_until
-from rayhead import free_port, head_processes, hold, kill, start_head
+from rayhead import free_port, hold, kill, remove_head, resume, start_head
 from midid.pool import placement
 from midid.sample import write_samples
 
@@ -62,14 +60,6 @@ def _catch_running(cluster, count: int, deadline_s: float = 120) -> dict[str, li
     return caught
 
 
-def _resume(pids: list[int]) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGCONT)
-        except ProcessLookupError:
-            pass
-
-
 def _import_on_two_nodes(tmp_path: Path, lose) -> tuple[int, subprocess.CompletedProcess]:
     """A one-shot import on a head (1 CPU) + second node (2 CPUs) cluster, batch size 1; once
     every pool worker is caught mid-batch, `lose(cluster, workers)` takes something away."""
@@ -90,7 +80,7 @@ def _import_on_two_nodes(tmp_path: Path, lose) -> tuple[int, subprocess.Complete
                 out, err = job.communicate(timeout=300)
             finally:
                 job.kill()
-                _resume([pid for pids in cluster.workers().values() for pid in pids])
+                resume([pid for pids in cluster.workers().values() for pid in pids])
     finally:
         shutil.rmtree(temp_dir, ignore_errors=True)
     return files, subprocess.CompletedProcess(cmd, job.returncode, out, err)
@@ -111,7 +101,7 @@ def test_pools_spread_over_the_nodes_and_survive_losing_one(tmp_path: Path) -> N
     def lose_second(cluster, workers) -> None:
         cluster.remove_second()
         kill(set(workers["second"]))  # its machine is gone: so are its processes
-        _resume(workers["head"])
+        resume(workers["head"])
 
     files, done = _import_on_two_nodes(tmp_path, lose_second)
     _nothing_lost_or_blamed(files, done)
@@ -126,7 +116,7 @@ def test_losing_the_drivers_own_raylet_loses_nothing(tmp_path: Path) -> None:
     Ray once the pool's workers stop answering - and none is blamed on a file."""
     def lose_drivers_raylet(cluster, workers) -> None:
         kill({cluster.raylets["head"]})
-        _resume(workers["head"] + workers["second"])
+        resume(workers["head"] + workers["second"])
 
     _nothing_lost_or_blamed(*_import_on_two_nodes(tmp_path, lose_drivers_raylet))
 
@@ -189,9 +179,7 @@ def test_a_cluster_without_cpus_for_the_workers_is_said_and_the_work_runs_locall
         finally:
             daemon.stop()
     finally:
-        kill(head_processes(temp_dir))
-        head.wait(30)
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        remove_head(head, temp_dir)
     assert s["compute"]["ray"] == "local"
     assert any("cannot run midid's workers: the Ray cluster has no live node with CPUs" in m
                for m in s["daemon_messages"]), s["daemon_messages"]

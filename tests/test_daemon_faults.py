@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -18,7 +17,8 @@ import pytest
 
 from conftest import write_config
 from loopdev import loop_drive, require_loop
-from rayhead import free_port, head_processes, head_workers, hold, kill, skip_on_client_server_flake, start_head
+from rayhead import (free_port, head_processes, head_workers, hold, kill, remove_head, skip_on_client_server_flake,
+                     start_head)
 from test_daemon import Daemon, files_in_db, status, wait_until
 from test_pipeline import _LostRunner
 
@@ -38,6 +38,13 @@ def test_unreachable_cluster_falls_back_to_a_local_ray(tmp_path: Path, sample_mi
         assert any("unreachable" in m and "local Ray" in m for m in s["daemon_messages"])
     finally:
         assert d.stop() == 0
+
+
+def _stop(d: Daemon | None) -> None:
+    """Whatever a failed test left running of the daemon."""
+    if d is not None and d.proc.poll() is None:
+        d.proc.kill()
+        d.proc.wait()
 
 
 # Batches were out on the cluster when it went: failed by Ray first, or found in flight by the probe.
@@ -126,12 +133,8 @@ def test_a_ray_head_lost_mid_run_falls_back_to_a_local_ray_and_loses_nothing(
         assert bool(head_workers(temp_dir)) == joined
         assert d.stop() == 0
     finally:
-        if d is not None and d.proc.poll() is None:
-            d.proc.kill()
-            d.proc.wait()
-        kill(head_processes(temp_dir))
-        head.wait(30)
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        _stop(d)
+        remove_head(head, temp_dir)
 
 
 @pytest.mark.slow
@@ -166,12 +169,8 @@ def test_the_daemon_rejoins_a_cluster_that_comes_back_without_a_reload(tmp_path:
         assert head_workers(temp_dir), "the pools run on the cluster again"
         assert d.stop() == 0
     finally:
-        if d is not None and d.proc.poll() is None:
-            d.proc.kill()
-            d.proc.wait()
-        kill(head_processes(temp_dir))
-        head.wait(30)
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        _stop(d)
+        remove_head(head, temp_dir)
 
 
 def test_full_library_disk_blocks_with_a_clear_error_and_resumes_when_freed(tmp_path: Path, sample_midi) -> None:
@@ -273,9 +272,7 @@ def test_one_shot_import_whose_ray_head_dies_finishes_on_a_local_ray(tmp_path: P
         files, rows, duplicated = _analysis_rows(tmp_path)
         assert files == n and rows == n and duplicated == 0
     finally:
-        kill(head_processes(temp_dir))
-        head.wait(30)
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        remove_head(head, temp_dir)
 
 
 def test_workers_lost_again_soon_after_starting_are_restarted_after_a_growing_wait(tmp_path: Path) -> None:

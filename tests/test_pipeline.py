@@ -6,7 +6,6 @@ import importlib
 import json
 import os
 import random
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -20,7 +19,7 @@ import pytest
 import symusic
 
 from conftest import write_config
-from rayhead import free_port, head_processes, kill, skip_on_client_server_flake, start_head
+from rayhead import free_port, remove_head, skip_on_client_server_flake, start_head
 from test_daemon import wait_until, work_left
 from midid.analysis import analyze_bytes
 from midid.config import load_config
@@ -331,9 +330,7 @@ def test_joins_a_ray_cluster_started_with_ray_start_head(tmp_path: Path, sample_
         skip_on_client_server_flake(done.stderr)
         assert "cannot join" not in done.stderr and "local Ray" not in done.stderr, done.stderr[-2000:]
     finally:
-        kill(head_processes(temp_dir))
-        head.wait(30)
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        remove_head(head, temp_dir)
 
 
 def test_one_shot_import_runs_the_stages_while_it_still_imports(tmp_path: Path, sample_midi) -> None:
