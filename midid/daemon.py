@@ -421,10 +421,13 @@ class Daemon:
         runner = self.engine.runner if self.engine is not None else None
         placement = runner.placement if runner is not None else {}
         nodes = Counter(node[:8] for actors in placement.values() for node in actors)
+        rejoin = None if self._rejoin_at is None else max(0.0, round(self._rejoin_at - time.monotonic(), 1))
         return {"runner": runner.name if runner is not None else "none",
                 "ray": (self.ray_address or "local") if placement else None,
                 "workers": {kind: len(actors) for kind, actors in placement.items()},
-                "nodes": dict(nodes)}
+                "nodes": dict(nodes),
+                # On a local Ray standing in for the configured cluster: seconds to the next try.
+                "rejoin_in_s": rejoin}
 
     # ---- control socket (runs on control threads: only queue work, read snapshots) ------
 

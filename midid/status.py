@@ -121,5 +121,8 @@ def _compute_line(compute: dict[str, Any]) -> str:
     nodes = len(compute.get("nodes") or {})
     where = "a local Ray" if compute.get("ray") == "local" else f"the Ray cluster at {compute.get('ray')}"
     count = sum(workers.values())
-    return (f"{count} Ray worker{'s' if count != 1 else ''} ({pools}) on {nodes} "
+    line = (f"{count} Ray worker{'s' if count != 1 else ''} ({pools}) on {nodes} "
             f"node{'s' if nodes != 1 else ''} of {where}")
+    if compute.get("rejoin_in_s") is not None:
+        line += f"; the configured cluster is tried again in {compute['rejoin_in_s']:.0f} s"
+    return line

@@ -143,7 +143,7 @@ def test_the_daemon_on_a_cluster_says_where_its_workers_run(tmp_path: Path) -> N
         shutil.rmtree(temp_dir, ignore_errors=True)
     short = {name: node[:8] for name, node in cluster.node_ids.items()}
     assert compute == {"runner": "ray", "ray": cluster.address, "workers": {"analyze": 3},
-                       "nodes": {short["head"]: 1, short["second"]: 2}}
+                       "nodes": {short["head"]: 1, short["second"]: 2}, "rejoin_in_s": None}
     assert f"compute: 3 Ray workers (analyze 3) on 2 nodes of the Ray cluster at {cluster.address}" in text
 
 
@@ -180,6 +180,6 @@ def test_a_cluster_without_cpus_for_the_workers_is_said_and_the_work_runs_locall
             daemon.stop()
     finally:
         remove_head(head, temp_dir)
-    assert s["compute"]["ray"] == "local"
+    assert s["compute"]["ray"] == "local" and 0 <= s["compute"]["rejoin_in_s"] <= 60  # [ray] rejoin_s
     assert any("cannot run midid's workers: the Ray cluster has no live node with CPUs" in m
                for m in s["daemon_messages"]), s["daemon_messages"]

@@ -124,6 +124,7 @@ def test_notify_protocol_watch_import_status_and_clean_stop(daemon_env, sample_m
     # One Ray for the daemon's life, its pool as configured (analyze_actors = 1).
     assert s["compute"]["runner"] == "ray" and s["compute"]["ray"] == "local"
     assert s["compute"]["workers"] == {"analyze": 1} and list(s["compute"]["nodes"].values()) == [1]
+    assert s["compute"]["rejoin_in_s"] is None  # no cluster configured: nothing to rejoin
     assert "compute: 1 Ray worker (analyze 1) on 1 node of a local Ray" in ctl(config, "status").stdout
     assert d.stop() == 0
     assert "STOPPING=1" in d.notify.messages

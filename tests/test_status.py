@@ -26,6 +26,8 @@ def _text(compute: dict | None) -> str:
      "compute: 4 Ray workers (analyze 3, split 1) on 2 nodes of the Ray cluster at 192.0.2.2:6379"),
     ({"runner": "ray", "ray": "local", "workers": {"analyze": 1}, "nodes": {"aa": 1}},
      "compute: 1 Ray worker (analyze 1) on 1 node of a local Ray"),
+    ({"runner": "ray", "ray": "local", "workers": {"analyze": 2}, "nodes": {"aa": 2}, "rejoin_in_s": 41.6},
+     "compute: 2 Ray workers (analyze 2) on 1 node of a local Ray; the configured cluster is tried again in 42 s"),
     ({"runner": "no workers", "ray": None, "workers": {}, "nodes": {}},
      "compute: no workers (Ray starting, or restarting after a loss)"),
     ({"runner": "in-process", "ray": None, "workers": {}, "nodes": {}}, "compute: in the daemon process"),
