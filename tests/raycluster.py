@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from rayhead import head_processes
+from rayhead import head_processes, kill, process_table
 
 
 @dataclass
@@ -38,17 +38,9 @@ class TwoNodes:
         """midid's pool workers on each node: `ray::_Worker` processes by their parent raylet."""
         by_raylet = {pid: node for node, pid in self.raylets.items()}
         found: dict[str, list[int]] = {node: [] for node in self.raylets}
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                if not (entry / "cmdline").read_bytes().startswith(b"ray::_Worker"):
-                    continue
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            if parent in by_raylet:
-                found[by_raylet[parent]].append(int(entry.name))
+        for pid, (parent, cmdline) in process_table().items():
+            if parent in by_raylet and cmdline.startswith("ray::_Worker"):
+                found[by_raylet[parent]].append(pid)
         return found
 
 
@@ -69,8 +61,7 @@ def two_nodes(temp_dir: Path, head_cpus: int = 1, second_cpus: int = 1) -> Itera
             process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             process.kill()
-        for pid in head_processes(temp_dir):  # anything the cluster's shutdown left behind
-            subprocess.run(["kill", "-9", str(pid)], check=False)
+        kill(head_processes(temp_dir))  # anything the cluster's shutdown left behind
 
 
 def _serve(temp_dir: str, head_cpus: int, second_cpus: int) -> None:

@@ -46,24 +46,30 @@ def start_head(temp_dir: Path, port: int, num_cpus: int = 1, client_port: int | 
     return head
 
 
-def head_processes(temp_dir: Path) -> set[int]:
-    """This head's processes: those naming its temp dir, and all their descendants (workers
-    rename themselves `ray::...`; the Ray Client server's per-client servers are grandchildren
-    of `ray start`, and one left alive keeps its port from the next head's)."""
-    mine: set[int] = set()
-    parents: dict[int, int] = {}
+def process_table() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, command line) of every process now (those that end meanwhile are
+    left out)."""
+    table: dict[int, tuple[int, str]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
         except (OSError, IndexError, ValueError):
             continue
-        if str(temp_dir) in cmdline:
-            mine.add(int(entry.name))
+        table[int(entry.name)] = (parent, cmdline)
+    return table
+
+
+def head_processes(temp_dir: Path) -> set[int]:
+    """This head's processes: those naming its temp dir, and all their descendants (workers
+    rename themselves `ray::...`; the Ray Client server's per-client servers are grandchildren
+    of `ray start`, and one left alive keeps its port from the next head's)."""
+    table = process_table()
+    mine = {pid for pid, (_, cmdline) in table.items() if str(temp_dir) in cmdline}
     while True:
-        children = {pid for pid, parent in parents.items() if parent in mine} - mine
+        children = {pid for pid, (parent, _) in table.items() if parent in mine} - mine
         if not children:
             return mine - {os.getpid()}
         mine |= children
