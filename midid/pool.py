@@ -375,7 +375,7 @@ class RayRunner:
 
     def _crashed(self, batch: Batch, exc: BaseException) -> list[Done]:
         """Batches in flight when a worker died are suspects; one that dies alone is guilty."""
-        log.warning("a %s worker died with a batch of %d in flight (%s)", batch.kind, len(batch.tasks),
+        log.warning("a worker died with a batch of %d in flight (%s stage, %s)", len(batch.tasks), batch.kind,
                     type(exc).__name__)
         if batch.attempt == 0:
             self._suspects.append(Batch(batch.kind, batch.tasks, attempt=1))

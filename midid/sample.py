@@ -21,7 +21,7 @@ MAJOR = [0, 2, 4, 5, 7, 9, 11]
 MINOR = [0, 2, 3, 5, 7, 8, 10]
 
 
-def _song(bpm: float, tracks: list[list[tuple[int, int, int, int, int]]], names: list[str]) -> bytes:
+def song(bpm: float, tracks: list[list[tuple[int, int, int, int, int]]], names: list[str]) -> bytes:
     """tracks: (start_tick, duration_ticks, note, velocity, channel) per note."""
     mid = mido.MidiFile(type=1, ticks_per_beat=TPQ)
     conductor = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm)),
@@ -104,25 +104,25 @@ def write_samples(dest: Path, seed: int = 7) -> int:
         count += 1
 
     for bpm in (90, 128, 140):
-        put(f"Trap Drums {bpm} BPM/Full Loop {bpm}bpm.mid", _song(bpm, [drum_loop(rng)], ["Drums"]))
-        put(f"Trap Drums {bpm} BPM/Kick Only {bpm}.mid", _song(bpm, [drum_loop(rng, parts=("kick",))], ["Kick"]))
-        put(f"Trap Drums {bpm} BPM/Hats {bpm}.mid", _song(bpm, [drum_loop(rng, parts=("hat",))], ["Hats"]))
+        put(f"Trap Drums {bpm} BPM/Full Loop {bpm}bpm.mid", song(bpm, [drum_loop(rng)], ["Drums"]))
+        put(f"Trap Drums {bpm} BPM/Kick Only {bpm}.mid", song(bpm, [drum_loop(rng, parts=("kick",))], ["Kick"]))
+        put(f"Trap Drums {bpm} BPM/Hats {bpm}.mid", song(bpm, [drum_loop(rng, parts=("hat",))], ["Hats"]))
     progressions = [[0, 4, 5, 3], [5, 3, 0, 4], [1, 4, 0, 0], [0, 5, 3, 4]]
     for i, (root, minor) in enumerate([(9, True), (0, False), (2, True), (7, False)]):
         key = NOTE_NAMES[root] + ("m" if minor else "")
         degrees = progressions[i]
         bpm = rng.choice([85, 100, 120])
-        put(f"Chord Kit/Progression {key} {bpm}bpm.mid", _song(bpm, [chords(root, minor, degrees)], ["Chords"]))
-        put(f"Bass Lines/Bass {key} {bpm}bpm.mid", _song(bpm, [bass(root, minor, degrees)], ["Bass"]))
-        put(f"Melodies/Lead {key} {bpm}.MID", _song(bpm, [melody(rng, root, minor)], ["Lead"]))
+        put(f"Chord Kit/Progression {key} {bpm}bpm.mid", song(bpm, [chords(root, minor, degrees)], ["Chords"]))
+        put(f"Bass Lines/Bass {key} {bpm}bpm.mid", song(bpm, [bass(root, minor, degrees)], ["Bass"]))
+        put(f"Melodies/Lead {key} {bpm}.MID", song(bpm, [melody(rng, root, minor)], ["Lead"]))
         put(f"Songs/Song {i + 1} {key}.midi",
-            _song(bpm, [melody(rng, root, minor), chords(root, minor, degrees), bass(root, minor, degrees),
+            song(bpm, [melody(rng, root, minor), chords(root, minor, degrees), bass(root, minor, degrees),
                         drum_loop(rng)], ["Lead", "Keys", "Bass", "Drums"]))
     buffer = BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as pack:
         for j, (root, minor) in enumerate([(4, True), (5, False)]):
             key = NOTE_NAMES[root] + ("m" if minor else "")
-            pack.writestr(f"Lofi Pack/Keys {key} 80bpm.mid", _song(80, [chords(root, minor, [0, 3, 4, 0])], ["Keys"]))
+            pack.writestr(f"Lofi Pack/Keys {key} 80bpm.mid", song(80, [chords(root, minor, [0, 3, 4, 0])], ["Keys"]))
             count += 1
     (dest / "Lofi Pack.zip").write_bytes(buffer.getvalue())
     put("Downloads/copy of Full Loop.mid", (dest / "Trap Drums 90 BPM" / "Full Loop 90bpm.mid").read_bytes())

@@ -11,6 +11,7 @@ workers, as when that machine dies); end of input shuts the cluster down.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -75,6 +76,10 @@ def _serve(temp_dir: str, head_cpus: int, second_cpus: int) -> None:
     # As `ray start` does (and midid's driver expects): token authentication when this
     # machine has a Ray token.
     maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    # The Cluster writes its address file below Ray's default temp dir whatever temp_dir says
+    # (and fails when /tmp/ray does not exist yet): keep it inside this cluster's own.
+    os.environ["RAY_TMPDIR"] = temp_dir
+    Path(temp_dir, "ray").mkdir(exist_ok=True)
 
     common = {"temp_dir": temp_dir, "object_store_memory": 100 * 1024 * 1024}
     cluster = Cluster(initialize_head=True,
