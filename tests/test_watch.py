@@ -343,10 +343,11 @@ def test_deleted_source_folder_is_reported_and_can_return(tmp_path: Path) -> Non
 
 _CHILD = textwrap.dedent(
     """
-    import sys, time
+    import faulthandler, signal, sys, time
     from pathlib import Path
     sys.path.insert(0, sys.argv[1])
     from midid.watch import SourceWatcher
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test asks for stacks if we hang
     def on_ready(paths):
         print("\\n".join(map(str, paths)), flush=True)
     w = SourceWatcher([Path(sys.argv[2])], settle_s=0.3, on_ready=on_ready, on_moved=lambda _: None,
@@ -383,10 +384,19 @@ def test_kernel_queue_overflow_is_recovered(tree: Path) -> None:
         finally:
             os.kill(child.pid, signal.SIGCONT)
         expected = {str(pack / f"f{i}.mid") for i in range(count)}
-        assert wait_for(lambda: expected <= seen, timeout=30), f"{len(expected - seen)} files never reported"
+        reported = wait_for(lambda: expected <= seen, timeout=30)
     finally:
         assert child.stdin is not None
         child.stdin.close()
-        child.wait(timeout=30)
+        try:
+            child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.kill(child.pid, signal.SIGUSR1)  # the child's thread stacks, to stderr
+            time.sleep(1)
+            child.kill()
+            child.wait()
     assert child.stderr is not None
-    assert "inotify event queue overflowed: rescanning" in child.stderr.read()
+    log = child.stderr.read()
+    assert child.returncode == 0, f"the watcher did not stop (exit {child.returncode}); its log:\n{log}"
+    assert reported, f"{len(expected - seen)} of {count} files never reported; the watcher's log:\n{log}"
+    assert "inotify event queue overflowed: rescanning" in log
