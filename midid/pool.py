@@ -181,7 +181,7 @@ def start_ray(address: str, num_cpus: int, object_store_mb: int) -> str:
                                   "configure_logging": False}
         if address:
             log.info("joining Ray cluster at %s", address)
-            ray.init(address=address, **common)
+            _join(ray, address, common)
         else:
             # address="local": always our own Ray, never a cluster that happens to run on this machine.
             ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
@@ -190,6 +190,26 @@ def start_ray(address: str, num_cpus: int, object_store_mb: int) -> str:
     if address.startswith("ray://"):
         return address
     return ray.get_runtime_context().gcs_address
+
+
+# Ray's Client server starts one server process per client; now and then (about 1 join in 5
+# here, right after the head starts) that process dies as it starts, and ray.init fails 30-40 s
+# later with this message. The client server frees the failed slot, so a second join usually works.
+CLIENT_SERVER_FAILED = "Starting Ray client server failed"
+JOIN_ATTEMPTS = 2
+
+
+def _join(ray: Any, address: str, common: dict[str, Any]) -> None:
+    for attempt in range(1, JOIN_ATTEMPTS + 1):
+        try:
+            ray.init(address=address, **common)
+            return
+        except Exception as exc:
+            if CLIENT_SERVER_FAILED not in str(exc) or attempt == JOIN_ATTEMPTS:
+                raise
+            log.warning("the Ray Client server at %s failed to start a server for midid (a Ray fault: "
+                        "its log is ray_client_server_*.err on the head); joining again", address)
+            ray.shutdown()
 
 
 def probe(address: str, timeout_s: float = 5.0) -> None:

@@ -118,11 +118,12 @@ def remove_head(head: subprocess.Popen, temp_dir: Path) -> None:
     shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-# Ray's own flake, seen in 2 of about 20 first `ray://` joins and 2 of 4 re-joins of a head
-# restarted seconds before: the Ray Client server starts a server per client, which dies as
-# it starts, and the join fails 30-40 s later with this. midid then runs on a local Ray and
-# says why (tests/test_daemon_faults.py checks that message); a test of the path behind a
-# working join cannot run that time.
+# Ray's own flake, seen in 2 of about 20 first `ray://` joins, 2 of 10 joins of a head started
+# seconds before and 2 of 4 re-joins of a restarted head: the Ray Client server starts a server
+# per client, which dies as it starts, and the join fails 30-40 s later with this. midid joins
+# once more (midid.pool.JOIN_ATTEMPTS); when that fails too it runs on a local Ray and says why
+# (tests/test_daemon_faults.py checks that message), and a test of the path behind a working
+# join cannot run that time.
 CLIENT_SERVER_FLAKE = "Starting Ray client server failed"
 
 

@@ -263,6 +263,13 @@ def test_one_shot_import_whose_ray_head_dies_finishes_on_a_local_ray(tmp_path: P
                    every=0.01)
         hold(head_workers(temp_dir))
         assert proc.poll() is None and analysed() < n, "the kill must come while files are being analysed"
+        # At the hold the driver may have had nothing in flight (it was importing between two
+        # steps of the engine). Two more import batches committed mean it has stepped since, and
+        # what it sent then is stuck with the held workers; an import already done leaves the
+        # driver only analysing, which it always has batches in flight for.
+        seen = {_analysis_rows(tmp_path)[0]}
+        wait_until(lambda: seen.add(_analysis_rows(tmp_path)[0]) or len(seen) >= 3 or n in seen, 60,
+                   "the driver to step its engine after the hold", every=0.01)
         kill(head_processes(temp_dir))
         out, err = proc.communicate(timeout=240)
         assert proc.returncode == 0, err[-3000:]

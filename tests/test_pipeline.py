@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 import random
 import signal
@@ -27,7 +28,7 @@ from midid.db import Library
 from midid.engine import Engine
 from midid.importer import Importer
 from midid import runjob
-from midid.pool import CRASH_ERROR, ClusterLost, LocalRunner, NoWorkers, RayRunner, _Worker
+from midid.pool import CLIENT_SERVER_FAILED, CRASH_ERROR, ClusterLost, LocalRunner, NoWorkers, RayRunner, _Worker, _join
 from midid.records import JSON_COLUMNS, analysis_row
 from midid.runjob import estimate_inputs, run_import
 
@@ -331,6 +332,38 @@ def test_joins_a_ray_cluster_started_with_ray_start_head(tmp_path: Path, sample_
         assert "cannot join" not in done.stderr and "local Ray" not in done.stderr, done.stderr[-2000:]
     finally:
         remove_head(head, temp_dir)
+
+
+class _FlakyRay:
+    """Ray's `init` failing as the Ray Client server does when its per-client server dies at
+    start (beside the real `ray://` join above, which meets that fault only now and then)."""
+
+    def __init__(self, failures: int, message: str = f"{CLIENT_SERVER_FAILED}. See ray_client_server_23001.err") -> None:
+        self.failures, self.message, self.calls = failures, message, []
+
+    def init(self, **kwargs) -> None:
+        self.calls.append("init")
+        if self.calls.count("init") <= self.failures:
+            raise RuntimeError(self.message)
+
+    def shutdown(self) -> None:
+        self.calls.append("shutdown")
+
+
+def test_a_join_whose_client_server_fails_to_start_is_tried_once_more(caplog) -> None:
+    once = _FlakyRay(failures=1)
+    with caplog.at_level(logging.WARNING, logger="midid.pool"):
+        _join(once, "ray://head:10001", {})
+    assert once.calls == ["init", "shutdown", "init"]
+    assert "failed to start a server for midid" in caplog.text and "joining again" in caplog.text
+    twice = _FlakyRay(failures=2)
+    with pytest.raises(RuntimeError, match=CLIENT_SERVER_FAILED):
+        _join(twice, "ray://head:10001", {})
+    assert twice.calls == ["init", "shutdown", "init"]  # two tries, then the caller falls back
+    other = _FlakyRay(failures=1, message="authentication failed")
+    with pytest.raises(RuntimeError, match="authentication"):
+        _join(other, "ray://head:10001", {})
+    assert other.calls == ["init"]  # only that Ray fault is retried
 
 
 def test_one_shot_import_runs_the_stages_while_it_still_imports(tmp_path: Path, sample_midi) -> None:
