@@ -47,8 +47,14 @@ demo: venv
 	$(VENV)/bin/midictl --config $(DEMO_DIR)/midid.toml find --category Drums --limit 5
 	$(VENV)/bin/midictl --config $(DEMO_DIR)/midid.toml find --key Am --limit 5
 
+# Two test processes, each taking whole files (module fixtures such as the export-repeat
+# daemon are made once; tests in a file never race each other): most of the slow tests wait on
+# Ray, udev or a daemon rather than compute, so this halves the suite on two cores.
+# TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
+
 test: venv
-	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+	$(PY) -m pytest -q -ra -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: venv
 	$(PY) -m pip install -q -e '.[bench]'

@@ -294,9 +294,15 @@ def request_stream(path: Path, msg: dict, timeout: float = 5.0) -> Iterator[dict
     """
     sock = _connect(Path(path), timeout)
     with sock, sock.makefile("rb") as lines:
-        sock.sendall(_encode(msg))
-        for line in lines:
-            yield json.loads(line)
+        try:
+            sock.sendall(_encode(msg))
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the daemon answered without reading (a refusal) and closed: its reply waits below
+        try:
+            for line in lines:
+                yield json.loads(line)
+        except ConnectionResetError:
+            return  # closed with our request unread and nothing (more) to say
 
 
 def request(path: Path, msg: dict, timeout: float = 5.0) -> dict:

@@ -262,3 +262,27 @@ def test_unprivileged_user_refused_until_in_group(unprivileged_user: tuple[str, 
             srv.stop()
     finally:
         shutil.rmtree(sock_dir)
+
+
+def test_a_reply_sent_before_the_request_was_read_is_still_read(tmp_path: Path) -> None:
+    """The daemon refuses a peer (wrong user) without reading its request and closes; a client
+    still sending then gets EPIPE, and must read the refusal rather than crash on the pipe (seen
+    when the refusal won the race on a loaded machine). A request larger than the socket's
+    buffer makes the order certain here."""
+    path = tmp_path / "refusing.sock"
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(str(path))
+    srv.listen()
+
+    def refuse() -> None:
+        conn, _ = srv.accept()
+        conn.sendall(b'{"ok": false, "error": "refused"}\n')
+        conn.close()
+
+    t = threading.Thread(target=refuse)
+    t.start()
+    try:
+        assert request(path, {"cmd": "echo", "value": "x" * 4_000_000}) == {"ok": False, "error": "refused"}
+    finally:
+        t.join()
+        srv.close()
