@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from midid.pool import CLIENT_SERVER_FAILED
+
 
 def free_port() -> int:
     """A TCP port nothing listens on (a cluster address that answers nobody, until a head takes it)."""
@@ -124,7 +126,7 @@ def remove_head(head: subprocess.Popen, temp_dir: Path) -> None:
 # once more (midid.pool.JOIN_ATTEMPTS); when that fails too it runs on a local Ray and says why
 # (tests/test_daemon_faults.py checks that message), and a test of the path behind a working
 # join cannot run that time.
-CLIENT_SERVER_FLAKE = "Starting Ray client server failed"
+CLIENT_SERVER_FLAKE = CLIENT_SERVER_FAILED
 
 
 def skip_on_client_server_flake(log_text: str) -> None:
