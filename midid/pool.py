@@ -194,9 +194,16 @@ def start_ray(address: str, num_cpus: int, object_store_mb: int) -> str:
 
 # Ray's Client server starts one server process per client; now and then (about 1 join in 5
 # here, right after the head starts) that process dies as it starts, and ray.init fails 30-40 s
-# later with this message. The client server frees the failed slot, so a second join usually works.
-CLIENT_SERVER_FAILED = "Starting Ray client server failed"
+# later with the first message; when it starts but does not answer within Ray's 30 s
+# (RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S, a loaded head), with the second. The client
+# server frees the failed slot either way, so a second join usually works.
+CLIENT_SERVER_FAULTS = ("Starting Ray client server failed", "Proxy failed to Connect to backend")
 JOIN_ATTEMPTS = 2
+
+
+def client_server_fault(text: str) -> str | None:
+    """Which of Ray Client's per-client server faults `text` (an error, a log) reports, if any."""
+    return next((fault for fault in CLIENT_SERVER_FAULTS if fault in text), None)
 
 
 def _join(ray: Any, address: str, common: dict[str, Any]) -> None:
@@ -205,7 +212,7 @@ def _join(ray: Any, address: str, common: dict[str, Any]) -> None:
             ray.init(address=address, **common)
             return
         except Exception as exc:
-            if CLIENT_SERVER_FAILED not in str(exc) or attempt == JOIN_ATTEMPTS:
+            if client_server_fault(str(exc)) is None or attempt == JOIN_ATTEMPTS:
                 raise
             log.warning("the Ray Client server at %s failed to start a server for midid (a Ray fault: "
                         "its log is ray_client_server_*.err on the head); joining again", address)

@@ -31,8 +31,10 @@ class Daemon:
                                      stdout=self.log, stderr=self.log, env=env)
 
     def ready(self) -> "Daemon":
+        """Waits as long as the unit's `TimeoutStartSec` (120 s): a `ray://` join may take two
+        tries of Ray Client's 30-40 s fault before the daemon falls back to a local Ray."""
         try:
-            self.notify.wait_for("READY=1")
+            self.notify.wait_for("READY=1", timeout=120, proc=self.proc)
         except AssertionError:
             raise AssertionError((self.tmp_path / "daemon.log").read_text()[-3000:]) from None
         return self
