@@ -384,11 +384,21 @@ class RayRunner:
         """Whether a failed Ray call means a Ray Client (`ray://`) lost its server, and if so
         mark the pools lost. Such a client raises ConnectionError once its server has been
         gone past the reconnect grace period, then disconnects itself, after which every call
-        raises a plain Exception; either way it is unusable, whatever a probe says."""
-        if not isinstance(exc, ConnectionError) and self._ray.is_initialized():
+        raises a plain Exception; either way it is unusable, whatever a probe says. A call
+        under way when the server for this client died (the head itself still up) fails with
+        gRPC's own error instead ("Failed to serialize response!"): the Ray Client turns every
+        error of the work into a Ray exception, so a raw gRPC one is the connection's."""
+        if not isinstance(exc, ConnectionError) and self._ray.is_initialized() and not self._grpc_failure(exc):
             return False
         self.lost, self._ray_gone = f"the Ray Client connection broke ({exc})", True
         return True
+
+    def _grpc_failure(self, exc: Exception) -> bool:
+        if not self.watch.startswith("ray://"):
+            return False
+        import grpc  # Ray Client's transport, loaded by then
+
+        return isinstance(exc, grpc.RpcError)
 
     def _send_suspects(self) -> None:
         """A suspect runs alone in its pool (whatever stages share it), so a crash can only be
@@ -451,7 +461,12 @@ class RayRunner:
         if not self._ray_gone:
             actors = {id(a): a for pool in self.pools.values() for a in pool}
             for actor in actors.values():
-                self._ray.kill(actor)
+                try:
+                    self._ray.kill(actor)
+                except Exception as exc:
+                    if not self._client_gone(exc):
+                        raise
+                    break  # a Ray Client's actors end with its session on the server
         self.pools.clear()
         self.in_flight.clear()
 

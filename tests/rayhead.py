@@ -89,6 +89,19 @@ def head_workers(temp_dir: Path) -> list[int]:
     return workers
 
 
+def client_servers(temp_dir: Path) -> list[int]:
+    """The head's Ray Client servers for one client each (`--mode=specific-server`), which the
+    client server on the `ray://` port starts per connected driver."""
+    servers = []
+    for pid in head_processes(temp_dir):
+        try:
+            if b"--mode=specific-server" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                servers.append(pid)
+        except OSError:
+            continue
+    return servers
+
+
 def hold(pids: list[int]) -> None:
     """Stop these processes where they are (SIGSTOP): what they have in hand stays in flight."""
     for pid in pids:
