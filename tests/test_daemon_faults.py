@@ -59,6 +59,23 @@ def _analysis_rows(tmp_path: Path) -> tuple[int, int, int]:
                 conn.execute("SELECT count(*) - count(DISTINCT file_id) FROM analysis").fetchone()[0])
 
 
+def _cluster_config(tmp_path: Path, address: str) -> tuple[Path, Path]:
+    """A watched source folder and a config for a daemon on the Ray at `address`, with one
+    analyse actor taking small batches, so that many batches are in flight at once."""
+    src = tmp_path / "src"
+    src.mkdir()
+    config = write_config(tmp_path, f'[sources]\nfolders = ["{src}"]\n[watch]\nsettle_s = 0.5\n'
+                                    f'[ray]\naddress = "{address}"\nnum_cpus = 2\nobject_store_mb = 100\n'
+                                    "[pipeline]\nanalyze_actors = 1\nbatch_size = 8\n[export]\nenabled = false\n")
+    return src, config
+
+
+def _drop(src: Path, base: bytes, numbers: range) -> None:
+    """Distinct files (a different two-byte tail each) into the watched folder."""
+    for i in numbers:
+        (src / f"drop_{i:03d}.mid").write_bytes(base + i.to_bytes(2, "big"))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("scheme", ["", "ray://"])
 def test_a_ray_head_lost_mid_run_falls_back_to_a_local_ray_and_loses_nothing(
@@ -72,11 +89,7 @@ def test_a_ray_head_lost_mid_run_falls_back_to_a_local_ray_and_loses_nothing(
     head = start_head(temp_dir, port, client_port=client_port)
     d: Daemon | None = None
     try:
-        src = tmp_path / "src"
-        src.mkdir()
-        config = write_config(tmp_path, f'[sources]\nfolders = ["{src}"]\n[watch]\nsettle_s = 0.5\n'
-                                        f'[ray]\naddress = "{address}"\nnum_cpus = 2\nobject_store_mb = 100\n'
-                                        "[pipeline]\nanalyze_actors = 1\nbatch_size = 8\n[export]\nenabled = false\n")
+        src, config = _cluster_config(tmp_path, address)
         # Ray's own timer for a silent GCS, shortened for the daemon alone (not the heads): had
         # the daemon not shut that Ray down itself, this would end it 15 s after the head is gone.
         monkeypatch.setenv("RAY_gcs_rpc_server_reconnect_timeout_s", "15")
@@ -85,8 +98,7 @@ def test_a_ray_head_lost_mid_run_falls_back_to_a_local_ray_and_loses_nothing(
         d.ready()
         base = sample_midi[0].read_bytes()
         n, first = 400, 16
-        for i in range(first):
-            (src / f"drop_{i:03d}.mid").write_bytes(base + i.to_bytes(2, "big"))
+        _drop(src, base, range(first))
         # Long enough for one loss of the Ray Client's own server on a loaded machine (seen once:
         # ~60 s before Ray fails the wait, then a new join), which the daemon must survive.
         wait_until(lambda: sum(files_in_db(tmp_path).values()) == first, 150, "the first files analysed on the cluster")
@@ -101,8 +113,7 @@ def test_a_ray_head_lost_mid_run_falls_back_to_a_local_ray_and_loses_nothing(
         # Held still, the cluster's workers keep the rest of the drop in flight when the head
         # goes: the kill lands mid-run however fast the analysis has become.
         hold(workers)
-        for i in range(first, n):
-            (src / f"drop_{i:03d}.mid").write_bytes(base + i.to_bytes(2, "big"))
+        _drop(src, base, range(first, n))
         wait_until(lambda: len(files_in_db(tmp_path)) == n, 60, "the rest imported, its analysis held on the cluster")
         kill(head_processes(temp_dir))
         killed_at = time.monotonic()
@@ -156,24 +167,18 @@ def test_a_ray_client_whose_server_dies_mid_wait_rejoins_and_loses_nothing(tmp_p
     head = start_head(temp_dir, port, client_port=client_port)
     d: Daemon | None = None
     try:
-        src = tmp_path / "src"
-        src.mkdir()
-        config = write_config(tmp_path, f'[sources]\nfolders = ["{src}"]\n[watch]\nsettle_s = 0.5\n'
-                                        f'[ray]\naddress = "{address}"\nnum_cpus = 2\nobject_store_mb = 100\n'
-                                        "[pipeline]\nanalyze_actors = 1\nbatch_size = 8\n[export]\nenabled = false\n")
+        src, config = _cluster_config(tmp_path, address)
         d = Daemon(tmp_path, config).ready()
         base = sample_midi[0].read_bytes()
         n, first = 200, 8
-        for i in range(first):
-            (src / f"drop_{i:03d}.mid").write_bytes(base + i.to_bytes(2, "big"))
+        _drop(src, base, range(first))
         wait_until(lambda: sum(files_in_db(tmp_path).values()) == first, 60, "the first files analysed on the cluster")
         skip_on_client_server_flake((tmp_path / "daemon.log").read_text())
         wait_until(lambda: head_workers(temp_dir) and client_servers(temp_dir), 60, "the pools on the cluster")
         servers = client_servers(temp_dir)
         assert len(servers) == 1, "one server for the one client"
         hold(head_workers(temp_dir))  # the rest stays in flight, the daemon waiting on it
-        for i in range(first, n):
-            (src / f"drop_{i:03d}.mid").write_bytes(base + i.to_bytes(2, "big"))
+        _drop(src, base, range(first, n))
         wait_until(lambda: len(files_in_db(tmp_path)) == n, 60, "the rest imported, its analysis held on the cluster")
         kill(set(servers))
         wait_until(lambda: sum(files_in_db(tmp_path).values()) == n, 120,
