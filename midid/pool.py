@@ -219,6 +219,17 @@ def _join(ray: Any, address: str, common: dict[str, Any]) -> None:
             ray.shutdown()
 
 
+def connection_gist(exc: BaseException) -> str:
+    """One line for `midictl status` from a Ray Client error, whose text often ends in a
+    five-line gRPC repr: gRPC's own details when it carries them ("Failed to serialize
+    response!"), else the error's first line."""
+    text = str(exc)
+    details = re.search(r'details = "([^"]*)"', text)
+    if details:
+        return f"{type(exc).__name__}: {details.group(1)}"
+    return (text.splitlines() or [type(exc).__name__])[0]
+
+
 def probe(address: str, timeout_s: float = 5.0) -> None:
     """Fail fast when nothing listens at a cluster address (ray.init would retry for minutes)."""
     host, _, port = address.removeprefix("ray://").rpartition(":")
@@ -390,7 +401,8 @@ class RayRunner:
         error of the work into a Ray exception, so a raw gRPC one is the connection's."""
         if not isinstance(exc, ConnectionError) and self._ray.is_initialized() and not self._grpc_failure(exc):
             return False
-        self.lost, self._ray_gone = f"the Ray Client connection broke ({exc})", True
+        log.debug("the Ray Client connection broke: %s", exc)
+        self.lost, self._ray_gone = f"the Ray Client connection broke ({connection_gist(exc)})", True
         return True
 
     def _grpc_failure(self, exc: Exception) -> bool:

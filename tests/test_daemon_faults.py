@@ -189,6 +189,8 @@ def test_a_ray_client_whose_server_dies_mid_wait_rejoins_and_loses_nothing(tmp_p
         # No traceback through midid's own code (Ray's threads may print theirs about the session).
         assert f'File "{Path(midid.__file__).parent}/' not in log_text, log_text[-4000:]
         assert re.search(r"lost the Ray cluster at \S+ \(ClusterLost: the Ray Client connection broke", log_text)
+        lost = [m for m in status(config)["daemon_messages"] if "the Ray Client connection broke" in m]
+        assert lost and "\n" not in lost[-1] and "nothing is lost" in lost[-1], lost
         assert MID_RUN.search(log_text)
         files, analysed, duplicated = _analysis_rows(tmp_path)
         assert files == n and analysed == files and duplicated == 0

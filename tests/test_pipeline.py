@@ -28,7 +28,8 @@ from midid.db import Library
 from midid.engine import Engine
 from midid.importer import Importer
 from midid import runjob
-from midid.pool import CLIENT_SERVER_FAULTS, CRASH_ERROR, ClusterLost, LocalRunner, NoWorkers, RayRunner, _Worker, _join
+from midid.pool import (CLIENT_SERVER_FAULTS, CRASH_ERROR, ClusterLost, LocalRunner, NoWorkers, RayRunner, _Worker, _join,
+                        connection_gist)
 from midid.records import JSON_COLUMNS, analysis_row
 from midid.runjob import estimate_inputs, run_import
 
@@ -368,6 +369,26 @@ def test_a_join_whose_client_server_fails_to_start_is_tried_once_more(caplog) ->
     with pytest.raises(RuntimeError, match="authentication"):
         _join(other, "ray://head:10001", {})
     assert other.calls == ["init"]  # only that Ray fault is retried
+
+
+class _InactiveRpcError(Exception):
+    """gRPC's error type by name, with the text a real one had in a full test run."""
+
+
+def test_a_broken_ray_client_connection_is_told_in_one_line() -> None:
+    """The texts of the errors a lost Ray Client session raised here; `midictl status` shows
+    gRPC's details, not its five-line repr."""
+    grpc_repr = ('<{kind} of RPC that terminated with:\n\tstatus = StatusCode.NOT_FOUND\n\tdetails = "{details}"\n'
+                 '\tdebug_error_string = "NOT_FOUND:{details}"\n>')
+    in_wait = _InactiveRpcError(grpc_repr.format(kind="_InactiveRpcError", details="Failed to serialize response!"))
+    assert connection_gist(in_wait) == "_InactiveRpcError: Failed to serialize response!"
+    after = ConnectionError("Request can't be sent because the Ray client has already been disconnected due to "
+                            "an error. Last exception: " + grpc_repr.format(
+                                kind="_MultiThreadedRendezvous",
+                                details="Attempted to reconnect a session that has already been cleaned up"))
+    assert connection_gist(after) == "ConnectionError: Attempted to reconnect a session that has already been cleaned up"
+    assert connection_gist(ConnectionError("Client is shutting down.")) == "Client is shutting down."
+    assert connection_gist(ConnectionError()) == "ConnectionError"
 
 
 def test_one_shot_import_runs_the_stages_while_it_still_imports(tmp_path: Path, sample_midi) -> None:
