@@ -194,10 +194,13 @@ def start_ray(address: str, num_cpus: int, object_store_mb: int) -> str:
 
 # Ray's Client server starts one server process per client; now and then (about 1 join in 5
 # here, right after the head starts) that process dies as it starts, and ray.init fails 30-40 s
-# later with the first message; when it starts but does not answer within Ray's 30 s
-# (RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S, a loaded head), with the second. The client
-# server frees the failed slot either way, so a second join usually works.
-CLIENT_SERVER_FAULTS = ("Starting Ray client server failed", "Proxy failed to Connect to backend")
+# later with the first message, or at once with the server's own traceback through
+# `start_specific_server` when it finds the process already a zombie (psutil.ZombieProcess);
+# when it starts but does not answer within Ray's 30 s (RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S,
+# a loaded head), with the third. The client server frees the failed slot each way, so a
+# second join usually works.
+CLIENT_SERVER_FAULTS = ("Starting Ray client server failed", "in start_specific_server",
+                        "Proxy failed to Connect to backend")
 JOIN_ATTEMPTS = 2
 
 

@@ -362,7 +362,14 @@ def test_a_join_whose_client_server_fails_to_start_is_tried_once_more(caplog) ->
     with pytest.raises(RuntimeError, match=CLIENT_SERVER_FAULTS[0]):
         _join(twice, "ray://head:10001", {})
     assert twice.calls == ["init", "shutdown", "init"]  # two tries, then the caller falls back
-    slow = _FlakyRay(failures=1, message=f"{CLIENT_SERVER_FAULTS[1]}! Check `ray_client_server.err`")
+    zombie = _FlakyRay(failures=1, message=(
+        "Initialization failure from server:\nTraceback (most recent call last):\n"
+        '  File "/x/ray/util/client/server/proxier.py", line 396, in start_specific_server\n'
+        "    cmd = psutil_proc.cmdline()\n"
+        "psutil.ZombieProcess: PID still exists but it's a zombie (pid=26544)\n"))
+    _join(zombie, "ray://head:10001", {})
+    assert zombie.calls == ["init", "shutdown", "init"]  # found dead as it was being started
+    slow = _FlakyRay(failures=1, message=f"{CLIENT_SERVER_FAULTS[2]}! Check `ray_client_server.err`")
     _join(slow, "ray://head:10001", {})
     assert slow.calls == ["init", "shutdown", "init"]  # the server started but never answered
     other = _FlakyRay(failures=1, message="authentication failed")
