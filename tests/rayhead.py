@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from midid.pool import client_server_fault
@@ -77,29 +78,27 @@ def head_processes(temp_dir: Path) -> set[int]:
         mine |= children
 
 
-def head_workers(temp_dir: Path) -> list[int]:
-    """The head's worker processes that run midid's pool actors."""
-    workers = []
+def _head_matching(temp_dir: Path, matches: Callable[[bytes], bool]) -> list[int]:
+    """The head's processes whose raw command line `matches` (those that end meanwhile are left out)."""
+    found = []
     for pid in head_processes(temp_dir):
         try:
-            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::_Worker"):
-                workers.append(pid)
+            if matches(Path(f"/proc/{pid}/cmdline").read_bytes()):
+                found.append(pid)
         except OSError:
             continue
-    return workers
+    return found
+
+
+def head_workers(temp_dir: Path) -> list[int]:
+    """The head's worker processes that run midid's pool actors."""
+    return _head_matching(temp_dir, lambda cmdline: cmdline.startswith(b"ray::_Worker"))
 
 
 def client_servers(temp_dir: Path) -> list[int]:
     """The head's Ray Client servers for one client each (`--mode=specific-server`), which the
     client server on the `ray://` port starts per connected driver."""
-    servers = []
-    for pid in head_processes(temp_dir):
-        try:
-            if b"--mode=specific-server" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                servers.append(pid)
-        except OSError:
-            continue
-    return servers
+    return _head_matching(temp_dir, lambda cmdline: b"--mode=specific-server" in cmdline)
 
 
 def hold(pids: list[int]) -> None:
@@ -136,7 +135,7 @@ def remove_head(head: subprocess.Popen, temp_dir: Path) -> None:
 # Ray's own flake, seen in 2 of about 20 first `ray://` joins, 2 of 10 joins of a head started
 # seconds before and 2 of 4 re-joins of a restarted head: the Ray Client server starts a server
 # per client, which dies as it starts (or, on a loaded machine, does not answer in time), and
-# the join fails 30-40 s later (midid.pool.CLIENT_SERVER_FAULTS). midid joins once more
+# the join fails, at once or 30-40 s later (midid.pool.CLIENT_SERVER_FAULTS). midid joins once more
 # (midid.pool.JOIN_ATTEMPTS); when that fails too it runs on a local Ray and says why
 # (tests/test_daemon_faults.py checks that message), and a test of the path behind a working
 # join cannot run that time.
