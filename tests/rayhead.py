@@ -124,6 +124,13 @@ def _signal(pids: set[int] | list[int], sig: int) -> None:
             pass
 
 
+def client_server_log(temp_dir: Path, chars: int = 2000) -> str:
+    """The end of the head's Ray Client server log (the `ray://` port's own process), for a test
+    that finds that port closed or its join refused."""
+    logs = sorted((temp_dir / "session_latest" / "logs").glob("ray_client_server.*"))
+    return "\n".join(f"--- {log.name}:\n{log.read_text(errors='replace')[-chars:]}" for log in logs) or "(no log)"
+
+
 def remove_head(head: subprocess.Popen, temp_dir: Path) -> None:
     """Kill every process of the head made in `temp_dir` (and of any head started there
     after it), reap `head`, and remove the temp dir."""

@@ -20,7 +20,7 @@ import pytest
 import symusic
 
 from conftest import write_config
-from rayhead import free_port, remove_head, skip_on_client_server_flake, start_head
+from rayhead import client_server_log, free_port, remove_head, skip_on_client_server_flake, start_head
 from test_daemon import wait_until, work_left
 from midid.analysis import analyze_bytes
 from midid.config import load_config
@@ -330,7 +330,8 @@ def test_joins_a_ray_cluster_started_with_ray_start_head(tmp_path: Path, sample_
         summary = json.loads(done.stdout.strip().splitlines()[-1])
         assert summary["analysed"] == len(sample_midi) + 3
         skip_on_client_server_flake(done.stderr)
-        assert "cannot join" not in done.stderr and "local Ray" not in done.stderr, done.stderr[-2000:]
+        assert "cannot join" not in done.stderr and "local Ray" not in done.stderr, (
+            f"{done.stderr[-2000:]}\nthe head's Ray Client server:\n{client_server_log(temp_dir)}")
     finally:
         remove_head(head, temp_dir)
 
