@@ -211,6 +211,23 @@ def test_block_chords_and_progression() -> None:
     assert a.polyphony == pytest.approx(4.0)
 
 
+@pytest.mark.parametrize(("numerator", "denominator"), [(1, 4), (1, 8)])
+def test_a_one_beat_time_signature_is_read_as_none(numerator: int, denominator: int) -> None:
+    # An 8-bar chord loop (a chord per bar) carrying a converter's 1/4 placeholder: read
+    # literally it is 32 one-beat bars, too long for a loop and too slow to change chords.
+    cycle = [(48, 64, 67, 72), (45, 64, 69, 72), (41, 65, 69, 72), (43, 62, 67, 71)]
+    conductor = [mido.MetaMessage("time_signature", numerator=numerator,
+                                  denominator=denominator, time=0)]
+    a = analyze_bytes(smf(conductor, chords_track(cycle * 2, 4 * TPQ)))
+    assert (a.time_signature, a.bars) == ("4/4", 8)
+    assert a.category == "Progressions"
+    # A one-beat bar later on does not replace the meter in force at the first note.
+    conductor = [mido.MetaMessage("time_signature", numerator=3, denominator=4, time=0),
+                 mido.MetaMessage("time_signature", numerator=numerator,
+                                  denominator=denominator, time=12 * TPQ)]
+    assert analyze_bytes(smf(conductor, chords_track(cycle, 3 * TPQ))).time_signature == "3/4"
+
+
 def test_one_sustained_chord_is_chords() -> None:
     a = analyze_bytes(smf(chords_track([(57, 60, 64, 67)], 16 * TPQ)))
     assert a.category == "Chords"
