@@ -14,12 +14,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
-from .records import ANALYSIS_COLUMNS
+from .records import ANALYSIS_COLUMNS, ANALYZER_VERSION
 
 if TYPE_CHECKING:
     import sqlite_utils
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 STAGES = ("import", "sanitize", "split", "analyze", "rename", "export")
 
 
@@ -64,7 +64,9 @@ def _migrate_1(db: sqlite_utils.Database) -> None:
         foreign_keys=[("file_id", "files", "id")],
     )
     db.execute("CREATE INDEX idx_tags_tag ON tags(tag)")
-    db["analysis"].create(ANALYSIS_COLUMNS, pk="file_id", foreign_keys=[("file_id", "files", "id")])
+    # The columns of version 1 (later ones come with their migrations).
+    db["analysis"].create({k: v for k, v in ANALYSIS_COLUMNS.items() if k != "analyzer"}, pk="file_id",
+                          foreign_keys=[("file_id", "files", "id")])
     db.execute("CREATE INDEX idx_analysis_category ON analysis(category, bpm)")
     db.execute("CREATE INDEX idx_analysis_bpm ON analysis(bpm)")
     db.execute("CREATE INDEX idx_analysis_key ON analysis(key_tonic, key_mode, bpm)")
@@ -96,7 +98,14 @@ def _migrate_2(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX idx_files_unsplit ON files(id) WHERE split_at IS NULL")
 
 
-MIGRATIONS = {1: _migrate_1, 2: _migrate_2}
+def _migrate_3(db: sqlite_utils.Database) -> None:
+    """Which analysis wrote each row (`records.ANALYZER_VERSION`); rows from before say 0, so
+    the files behind them are analysed again by this version."""
+    db.execute("ALTER TABLE analysis ADD COLUMN analyzer INTEGER NOT NULL DEFAULT 0")
+    db.execute("CREATE INDEX idx_analysis_analyzer ON analysis(analyzer)")
+
+
+MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3}
 
 
 class ReadOnlyDatabase:
@@ -285,6 +294,23 @@ class Library:
                 self.db.conn.executemany("INSERT OR IGNORE INTO tags(file_id, tag, source) VALUES (?, ?, ?)",
                                          [(t["file_id"], t["tag"], t["source"]) for t in tags])
             self._progress("split", len(done), sum(1 for r in done if r.get("split_error")), now)
+
+    def requeue_stale_analyses(self, version: int = ANALYZER_VERSION) -> int:
+        """Put the files an older analysis (``analyzer < version``) analysed back in the
+        analyze queue, and drop the tags that analysis gave them; their analysis row stays
+        (`find` and the drives still see it) until the new one replaces it. Returns how many.
+
+        Cheap when there is nothing to do (an index on the version), so every writer calls it
+        when it opens the library."""
+        stale = ("SELECT file_id FROM analysis WHERE analyzer < ?")
+        if self.db.execute(stale + " LIMIT 1", [version]).fetchone() is None:
+            return 0
+        with self.db.atomic():
+            self.db.execute(f"DELETE FROM tags WHERE source = 'analysis' AND file_id IN ({stale})", [version])
+            count = self.db.execute(
+                f"UPDATE files SET analysed_at = NULL WHERE analysed_at IS NOT NULL AND id IN ({stale})",
+                [version]).rowcount
+        return count
 
     def commit_analysis(self, rows: list[dict[str, Any]], errors: list[tuple[int, str]]) -> None:
         """Analysis rows (`records.analysis_row`: lists as JSON) and per-file errors."""

@@ -66,12 +66,16 @@ def open_library(cfg: Config) -> Library:
         probe = cfg.library_path / f".midid-probe-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
-        return Library(cfg.database_path)
+        lib = Library(cfg.database_path)
     except OSError as exc:
         what = {errno.EACCES: "give your user write access or set [library] path",
                 errno.EROFS: "remount it read-write or set [library] path",
                 errno.ENOSPC: "free some space or set [library] path"}.get(exc.errno or 0, "set [library] path")
         raise ImportJobError(f"cannot write to the library {cfg.library_path}: {exc.strerror}; {what}") from None
+    stale = lib.requeue_stale_analyses()
+    if stale:
+        log.info("analysing %d file(s) again: an older version of midid analysed them", stale)
+    return lib
 
 
 def run_import(cfg: Config, paths: list[str], *, show_progress: bool = False) -> dict[str, Any]:

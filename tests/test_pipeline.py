@@ -30,7 +30,7 @@ from midid.importer import Importer
 from midid import runjob
 from midid.pool import (CLIENT_SERVER_FAULTS, CRASH_ERROR, ClusterLost, LocalRunner, NoWorkers, RayRunner, _Worker, _join,
                         connection_gist)
-from midid.records import JSON_COLUMNS, analysis_row
+from midid.records import ANALYZER_VERSION, JSON_COLUMNS, analysis_row
 from midid.runjob import estimate_inputs, run_import
 
 POISON = b"MIDID-TEST-POISON"
@@ -397,6 +397,64 @@ def test_a_broken_ray_client_connection_is_told_in_one_line() -> None:
     assert connection_gist(after) == "ConnectionError: Attempted to reconnect a session that has already been cleaned up"
     assert connection_gist(ConnectionError("Client is shutting down.")) == "Client is shutting down."
     assert connection_gist(ConnectionError()) == "ConnectionError"
+
+
+def _one_beat_chord_loop() -> bytes:
+    """8 bars of C-Am-F-G, a chord per bar, under a converter's 1/4 time signature: analyser
+    version 0 read it as 32 one-beat bars, Chords; version 1 as 8 bars of 4/4, Progressions."""
+    import io
+
+    import mido
+
+    track = mido.MidiTrack([mido.MetaMessage("time_signature", numerator=1, denominator=4, time=0)])
+    for chord in [(48, 64, 67, 72), (45, 64, 69, 72), (41, 65, 69, 72), (43, 62, 67, 71)] * 2:
+        track += [mido.Message("note_on", note=p, velocity=90, time=0) for p in chord]
+        track += [mido.Message("note_off", note=p, time=4 * 480 if i == 0 else 0) for i, p in enumerate(chord)]
+    out = io.BytesIO()
+    mido.MidiFile(type=0, ticks_per_beat=480, tracks=[track]).save(file=out)
+    return out.getvalue()
+
+
+def test_files_an_older_analysis_analysed_are_analysed_again_once(tmp_path: Path, sample_midi, caplog) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "ivory.mid").write_bytes(_one_beat_chord_loop())
+    for f in sample_midi:
+        (src / f.name).write_bytes(f.read_bytes())
+    config = write_config(tmp_path)
+    first = run_import(load_config(config), [str(src)])
+    total = first["analysed"]
+    assert total == len(sample_midi) + 1 + first["split_parts"]
+    db = sqlite3.connect(tmp_path / "midid.sqlite3")
+    chord_id, = db.execute("SELECT id FROM files WHERE name = 'ivory.mid'").fetchone()
+    row = lambda: db.execute("SELECT bars, category, analyzer FROM analysis WHERE file_id = ?",  # noqa: E731
+                             [chord_id]).fetchone()
+    tags = lambda: set(db.execute("SELECT tag, source FROM tags WHERE file_id = ?", [chord_id]))  # noqa: E731
+    assert row() == (8, "Progressions", ANALYZER_VERSION)
+    # The library as the analysis before version 1 left it, the other files' rows included.
+    with db:
+        db.execute("UPDATE analysis SET analyzer = 0")
+        db.execute("UPDATE analysis SET bars = 32, category = 'Chords' WHERE file_id = ?", [chord_id])
+        db.execute("DELETE FROM tags WHERE file_id = ? AND tag = 'progressions'", [chord_id])
+        db.execute("INSERT INTO tags(file_id, tag, source) VALUES (?, 'chords', 'analysis')", [chord_id])
+    before = dict(db.execute("SELECT id, analysed_at FROM files"))
+    other_tags = lambda: set(db.execute("SELECT * FROM tags WHERE source != 'analysis'"))  # noqa: E731
+    kept = other_tags()
+    assert kept  # the file names' words
+    with caplog.at_level(logging.INFO, logger="midid.runjob"):
+        again = run_import(load_config(config), [str(src)])
+    assert f"analysing {total} file(s) again" in caplog.text
+    assert again["imported"] == 0 and again["analysed"] == total and again["analysis_errors"] == 0
+    assert row() == (8, "Progressions", ANALYZER_VERSION)
+    assert ("chords", "analysis") not in tags() and ("progressions", "analysis") in tags()
+    assert other_tags() == kept
+    after = dict(db.execute("SELECT id, analysed_at FROM files"))
+    assert all(after[f] > before[f] for f in before)  # new rows reach the drives' sync cursor
+    assert db.execute("SELECT count(*) FROM analysis WHERE analyzer != ?", [ANALYZER_VERSION]).fetchone() == (0,)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="midid.runjob"):
+        assert run_import(load_config(config), [str(src)])["analysed"] == 0
+    assert "again" not in caplog.text
 
 
 def test_one_shot_import_runs_the_stages_while_it_still_imports(tmp_path: Path, sample_midi) -> None:
