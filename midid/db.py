@@ -100,9 +100,13 @@ def _migrate_2(db: sqlite_utils.Database) -> None:
 
 def _migrate_3(db: sqlite_utils.Database) -> None:
     """Which analysis wrote each row (`records.ANALYZER_VERSION`); rows from before say 0, so
-    the files behind them are analysed again by this version."""
+    the files behind them are analysed again by this version. `files.reanalyse` = 1 queues a
+    file whose analysis is out of date (`Library.reanalyse_queue`) without taking it out of
+    the library's analysed files until the new analysis replaces the old."""
     db.execute("ALTER TABLE analysis ADD COLUMN analyzer INTEGER NOT NULL DEFAULT 0")
     db.execute("CREATE INDEX idx_analysis_analyzer ON analysis(analyzer)")
+    db.execute("ALTER TABLE files ADD COLUMN reanalyse INTEGER")
+    db.execute("CREATE INDEX idx_files_reanalyse_queue ON files(id) WHERE reanalyse = 1 AND error IS NULL")
 
 
 MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3}
@@ -251,6 +255,13 @@ class Library:
             "SELECT id, path, name FROM files WHERE split_at IS NULL AND parent_id IS NULL AND error IS NULL"
             " AND id > ? ORDER BY id LIMIT ?", [after_id, limit]).fetchall()
 
+    def reanalyse_queue(self, limit: int, after_id: int = 0) -> list[tuple[int, str, str]]:
+        """Files whose analysis an older version wrote (:meth:`requeue_stale_analyses`), in id
+        order from after_id: the engine turns to them when :meth:`analyse_queue` is empty."""
+        return self.db.execute(
+            "SELECT id, path, name FROM files WHERE reanalyse = 1 AND error IS NULL"
+            " AND id > ? ORDER BY id LIMIT ?", [after_id, limit]).fetchall()
+
     def analyse_queue(self, limit: int, after_id: int = 0) -> list[tuple[int, str, str]]:
         return self.db.execute(
             "SELECT id, path, name FROM files WHERE analysed_at IS NULL AND error IS NULL"
@@ -296,32 +307,34 @@ class Library:
             self._progress("split", len(done), sum(1 for r in done if r.get("split_error")), now)
 
     def requeue_stale_analyses(self, version: int = ANALYZER_VERSION) -> int:
-        """Put the files an older analysis (``analyzer < version``) analysed back in the
-        analyze queue, and drop the tags that analysis gave them; their analysis row stays
-        (`find` and the drives still see it) until the new one replaces it. Returns how many.
-
-        Cheap when there is nothing to do (an index on the version), so every writer calls it
-        when it opens the library."""
-        stale = ("SELECT file_id FROM analysis WHERE analyzer < ?")
+        """Queue for analysis again the files an older analysis (``analyzer < version``)
+        analysed; returns how many. They stay analysed (found by `find`, synced to drives)
+        until the new analysis replaces the old, and wait behind files never analysed
+        (:meth:`reanalyse_queue`). Cheap when there is nothing to do (an index on the
+        version), so every writer calls it when it opens the library."""
+        stale = "SELECT file_id FROM analysis WHERE analyzer < ?"
         if self.db.execute(stale + " LIMIT 1", [version]).fetchone() is None:
             return 0
         with self.db.atomic():
-            self.db.execute(f"DELETE FROM tags WHERE source = 'analysis' AND file_id IN ({stale})", [version])
-            count = self.db.execute(
-                f"UPDATE files SET analysed_at = NULL WHERE analysed_at IS NOT NULL AND id IN ({stale})",
-                [version]).rowcount
-        return count
+            return self.db.execute(
+                "UPDATE files SET reanalyse = 1 WHERE reanalyse IS NULL AND analysed_at IS NOT NULL"
+                f" AND id IN ({stale})", [version]).rowcount
 
     def commit_analysis(self, rows: list[dict[str, Any]], errors: list[tuple[int, str]]) -> None:
         """Analysis rows (`records.analysis_row`: lists as JSON) and per-file errors."""
         now = time.time()
         with self.db.atomic():
             if rows:
+                ids = [r["file_id"] for r in rows]
+                # A file analysed again keeps no tag of its old analysis.
+                self.db.execute(
+                    "DELETE FROM tags WHERE source = 'analysis' AND file_id IN (SELECT id FROM files"
+                    f" WHERE reanalyse = 1 AND error IS NULL AND id IN ({','.join('?' * len(ids))}))", ids)
                 # plain executemany: sqlite-utils' upsert_all and insert_all cost the driver more
                 # than the SQL itself
                 _insert(self.db.conn, "analysis", tuple(ANALYSIS_COLUMNS), rows, on_conflict="file_id")
-                self.db.conn.executemany("UPDATE files SET analysed_at = ? WHERE id = ?",
-                                         [(now, r["file_id"]) for r in rows])
+                self.db.conn.executemany("UPDATE files SET analysed_at = ?, reanalyse = NULL WHERE id = ?",
+                                         [(now, fid) for fid in ids])
                 self.db.conn.executemany(
                     "INSERT OR IGNORE INTO tags(file_id, tag, source) VALUES (?, ?, 'analysis')",
                     [(r["file_id"], t) for r in rows for t in json.loads(r["tags"] or "[]") if t])
@@ -385,13 +398,17 @@ class Library:
         """
         q = lambda sql: int(self.db.execute(sql).fetchone()[0] or 0)  # noqa: E731
         # A reader may open a library an older midid wrote, before a writer migrated it.
-        hint = (lambda index: f" INDEXED BY {index}") if self.schema_version() >= 2 else (lambda index: "")
+        version = self.schema_version()
+        hint = (lambda index: f" INDEXED BY {index}") if version >= 2 else (lambda index: "")
         total = q("SELECT count(*) FROM files")
         parts = q("SELECT count(*) FROM files WHERE parent_id IS NOT NULL")
         # INDEXED BY: the partial queue indexes hold exactly these rows; left to itself the
         # planner walks a far larger index (parent_id IS NULL matches most of the library).
         analyse_queued = q(f"SELECT count(*) FROM files{hint('idx_files_analyse_queue')}"
                            " WHERE analysed_at IS NULL AND error IS NULL")
+        # Analysed by an older version, queued again (counted as queued, not done).
+        reanalyse_queued = q("SELECT count(*) FROM files INDEXED BY idx_files_reanalyse_queue"
+                             " WHERE reanalyse = 1 AND error IS NULL") if version >= 3 else 0
         errors = dict(self.db.execute(
             "SELECT error_stage, count(*) FROM files WHERE error IS NOT NULL GROUP BY error_stage").fetchall())
         split_failed = q("SELECT count(*) FROM files WHERE split_error IS NOT NULL")
@@ -409,7 +426,7 @@ class Library:
                        "failed": q("SELECT count(*) FROM failures WHERE stage = 'import'")},
             "sanitize": {"done": total, "queued": 0, "failed": 0},
             "split": {"done": total - unsplit, "queued": split_queued, "failed": split_failed},
-            "analyze": {"done": total - not_analysed, "queued": analyse_queued,
+            "analyze": {"done": total - not_analysed - reanalyse_queued, "queued": analyse_queued + reanalyse_queued,
                         "failed": int(errors.get("analyze", 0))},
             "rename": {"done": total - not_analysed - rename_queued if rename_enabled else 0,
                        "queued": rename_queued, "failed": int(errors.get("rename", 0))},

@@ -57,6 +57,7 @@ class _Cursor:
     after: int = 0
     exhausted: bool = False
     in_flight: set[int] = field(default_factory=set)
+    after_again: int = 0  # analyze only: where the walk of `Library.reanalyse_queue` is
 
 
 class Engine:
@@ -86,7 +87,7 @@ class Engine:
     def rewind(self) -> None:
         """Look at the whole queue again (after retry-failed or a config reload)."""
         for cursor in self.cursors.values():
-            cursor.after, cursor.exhausted = 0, False
+            cursor.after, cursor.exhausted, cursor.after_again = 0, False, 0
 
     def run(self, progress: Callable[[StageTotals], None] | None = None, idle_s: float = 0.2) -> StageTotals:
         """Run until every queue is empty and nothing is in flight."""
@@ -107,13 +108,13 @@ class Engine:
         renamed = self._rename_some() if self.cfg.rename.enabled else False
         if self.runner.pending() or fed or renamed:
             return True
-        if any(c.after for c in self.cursors.values()):
+        if any(c.after or c.after_again for c in self.cursors.values()):
             self.rewind()
             return self._has_work()
         return False
 
     def _has_work(self) -> bool:
-        return bool(self.lib.split_queue(1) or self.lib.analyse_queue(1))
+        return bool(self.lib.split_queue(1) or self.lib.analyse_queue(1) or self.lib.reanalyse_queue(1))
 
     def _feed(self, kind: str) -> bool:
         cursor = self.cursors[kind]
@@ -121,9 +122,15 @@ class Engine:
         while self.runner.capacity(kind) > 0 and not self._stop:
             queue = self.lib.split_queue if kind == "split" else self.lib.analyse_queue
             rows = [r for r in queue(self.batch_size, cursor.after) if r[0] not in cursor.in_flight]
+            if rows:
+                cursor.after = rows[-1][0]
+            elif kind == "analyze":  # files an older analysis did, once the new ones are fed
+                rows = [r for r in self.lib.reanalyse_queue(self.batch_size, cursor.after_again)
+                        if r[0] not in cursor.in_flight]
+                if rows:
+                    cursor.after_again = rows[-1][0]
             if not rows:
                 break
-            cursor.after = rows[-1][0]
             tasks = self._tasks(kind, rows)
             if tasks:
                 cursor.in_flight.update(t.file_id for t in tasks)

@@ -74,7 +74,8 @@ def open_library(cfg: Config) -> Library:
         raise ImportJobError(f"cannot write to the library {cfg.library_path}: {exc.strerror}; {what}") from None
     stale = lib.requeue_stale_analyses()
     if stale:
-        log.info("analysing %d file(s) again: an older version of midid analysed them", stale)
+        log.info("analysing %d file(s) again, after any new ones: an older version of midid analysed them",
+                 stale)
     return lib
 
 

@@ -7,7 +7,10 @@ from pathlib import Path
 
 from midid import db as dbmod
 from midid.db import SCHEMA_VERSION, Library
-from midid.records import ANALYZER_VERSION
+from midid.analysis import analyze_bytes
+from midid.records import ANALYZER_VERSION, analysis_row
+
+DATA = Path(__file__).parent / "data"
 
 
 def test_readers_of_a_schema_1_library_work_and_a_writer_migrates_it(tmp_path: Path, monkeypatch) -> None:
@@ -45,9 +48,20 @@ def test_rows_an_older_analysis_wrote_put_their_files_back_in_the_queue(tmp_path
     assert lib.db.execute("SELECT analyzer FROM analysis").fetchall() == [(0,), (0,)]
     lib.db.execute("UPDATE analysis SET analyzer = ? WHERE file_id = 2", [ANALYZER_VERSION])
     assert lib.requeue_stale_analyses() == 1
-    assert lib.db.execute("SELECT id FROM files WHERE analysed_at IS NULL").fetchall() == [(1,)]
-    assert lib.stage_counts(rename_enabled=False)["analyze"]["queued"] == 1
-    assert set(lib.db.execute("SELECT * FROM tags")) == {(1, "keys", "filename"), (2, "chords", "analysis")}
-    assert lib.db.execute("SELECT count(*) FROM analysis").fetchone() == (2,)  # still found until redone
     assert lib.requeue_stale_analyses() == 0  # already queued
+    assert lib.reanalyse_queue(10) == [(1, "p/a.mid", "a.mid")] and lib.analyse_queue(10) == []
+    assert lib.stage_counts(rename_enabled=False)["analyze"] == {"done": 1, "queued": 1, "failed": 0, "rate": 0.0}
+    # Still analysed, and found as such, until the new analysis replaces the old.
+    assert lib.db.execute("SELECT count(*) FROM files WHERE analysed_at = 2.0").fetchone() == (2,)
+    assert len(set(lib.db.execute("SELECT * FROM tags"))) == 3
+
+    analysis = analyze_bytes((DATA / "midi" / "pop909_003.mid").read_bytes())
+    lib.commit_analysis([analysis_row(1, analysis), analysis_row(2, analysis)], [])
+    tags = set(lib.db.execute("SELECT * FROM tags"))
+    assert (1, "chords", "analysis") not in tags and (1, "keys", "filename") in tags
+    assert {(1, t, "analysis") for t in analysis.tags} <= tags
+    assert (2, "chords", "analysis") in tags  # not queued again: its tags stay
+    assert lib.db.execute("SELECT count(*) FROM files WHERE reanalyse IS NOT NULL").fetchone() == (0,)
+    assert lib.db.execute("SELECT DISTINCT analyzer FROM analysis").fetchall() == [(ANALYZER_VERSION,)]
+    assert lib.reanalyse_queue(10) == [] and lib.requeue_stale_analyses() == 0
     lib.close()

@@ -457,6 +457,34 @@ def test_files_an_older_analysis_analysed_are_analysed_again_once(tmp_path: Path
     assert "again" not in caplog.text
 
 
+def test_new_files_are_analysed_before_the_files_an_older_analysis_did(tmp_path: Path, sample_midi,
+                                                                          monkeypatch) -> None:
+    base = sample_midi[0].read_bytes()
+    old, new = tmp_path / "old", tmp_path / "new"
+    for folder, offset in ((old, 0), (new, 100)):
+        folder.mkdir()
+        for i in range(6):
+            (folder / f"g{offset + i}.mid").write_bytes(base + (offset + i).to_bytes(4, "big"))
+    config = write_config(tmp_path, "[pipeline]\nbatch_size = 2\n")
+    cfg = load_config(config)
+    lib, _ = import_and_run(config, old, LocalRunner())
+    lib.db.execute("UPDATE analysis SET analyzer = 0")  # as an older midid left them
+    lib.db.conn.commit()
+    Importer(cfg, lib).run([new])
+    assert lib.requeue_stale_analyses() == 6
+    assert lib.stage_counts(rename_enabled=False)["analyze"]["queued"] == 12
+    ids = lambda folder: {r[0] for r in lib.db.execute(  # noqa: E731
+        "SELECT file_id FROM sources WHERE disk_path LIKE ?", [f"{folder}/%"])}
+    committed: list[int] = []
+    commit = lib.commit_analysis
+    monkeypatch.setattr(lib, "commit_analysis", lambda rows, errors: (
+        committed.extend(r["file_id"] for r in rows), commit(rows, errors)))
+    Engine(cfg, lib, LocalRunner()).run()
+    assert set(committed[:6]) == ids(new) and set(committed[6:]) == ids(old) and len(committed) == 12
+    assert lib.db.execute("SELECT DISTINCT analyzer FROM analysis").fetchall() == [(ANALYZER_VERSION,)]
+    assert lib.stage_counts(rename_enabled=False)["analyze"]["queued"] == 0
+
+
 def test_one_shot_import_runs_the_stages_while_it_still_imports(tmp_path: Path, sample_midi) -> None:
     """The engine is stepped after every import batch (as in the daemon), so split and analyze
     start before the import ends and Ray's start-up hides behind it. In-process here, where one
