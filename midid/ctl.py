@@ -19,6 +19,7 @@ from rich.table import Table
 
 from . import __version__
 from .config import CATEGORIES, Config, ConfigError, find_config_file, get_value, load_config, set_value, unset_value
+from .logsetup import stacks_on_sigusr1
 
 log = logging.getLogger(__name__)
 err_console = Console(stderr=True)
@@ -52,6 +53,7 @@ def _emit_json(obj: Any) -> None:
 def cli(ctx: click.Context, config_path: str | None, verbose: int) -> None:
     """Manage a midid MIDI library: import, search, analyse, export to an MPC/Force."""
     logging.basicConfig(level=logging.WARNING - 10 * min(verbose, 2), format="%(levelname)s %(name)s: %(message)s")
+    stacks_on_sigusr1()
     ctx.ensure_object(dict)
     ctx.obj["config"] = config_path
 

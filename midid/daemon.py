@@ -30,7 +30,7 @@ from .config import Config, ConfigError, load_config
 from .db import Library
 from .engine import Engine, ray_runner
 from .importer import Importer, ImportSummary, LibraryWriteError
-from .logsetup import setup_logging
+from .logsetup import setup_logging, stacks_on_sigusr1
 from .notify import Heartbeat, Notifier, WatchdogPinger, watchdog_interval_s
 from .pool import NoWorkers
 from .runjob import ImportJobError, open_library, writer_lock
@@ -55,6 +55,7 @@ class ImportJob:
 
 MIN_FREE_BYTES = 64 * 1024 * 1024  # resume writing the library once this much is free again,
 MIN_GAIN_BYTES = 1024 * 1024  # or once this much more is free than when writing stopped
+FOLLOW_CHECK_S = 2.0  # how often a followed import looks whether its own files are done
 # Stopping one Ray and starting another takes 5-30 s on a loaded two-core machine, beyond
 # WatchdogSec=30 with the rest of the loop; longer than this and something is wrong.
 RAY_RESTART_LIMIT_S = 120.0
@@ -84,6 +85,7 @@ class Daemon:
         self.requests: queue.Queue[Callable[[], None]] = queue.Queue()
         self.jobs: list[ImportJob] = []
         self.followers: list[ImportJob] = []
+        self._followers_checked = 0.0
         self.stopping = threading.Event()
         self.reload_requested = threading.Event()
         self.paused = False
@@ -303,13 +305,23 @@ class Daemon:
             self.notifier.status(f"importing: {summary.seen:,} seen, {summary.imported:,} new")
 
     def _finish_jobs(self, busy: bool) -> None:
-        """A followed import is finished when the pipeline has nothing left to do."""
-        if busy or not self.followers:
+        """A followed import is finished once its own files and their parts are through the
+        pipeline, or when the pipeline has nothing left at all: other work (a flood in a
+        watched folder, files an older analysis did) does not hold it up. While the pipeline
+        is busy its files are looked at every FOLLOW_CHECK_S, not on every turn of the loop."""
+        if not self.followers:
             return
-        for job in self.followers:
+        now = time.monotonic()
+        if busy and now - self._followers_checked < FOLLOW_CHECK_S:
+            return
+        self._followers_checked = now
+        rename = self.cfg.rename.enabled
+        for job in list(self.followers):
+            if busy and self.lib.work_left_for(*(job.file_ids or (0, -1)), rename):  # type: ignore[union-attr]
+                continue
             job.result = self._job_result(job)
             job.finished.set()
-        self.followers.clear()
+            self.followers.remove(job)
 
     def _job_result(self, job: ImportJob) -> dict[str, Any]:
         out = job.summary.to_dict()
@@ -705,6 +717,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"midid: {exc}", file=sys.stderr)
         sys.exit(2)
     setup_logging(cfg.log.level)
+    stacks_on_sigusr1()
     try:
         code = Daemon(args.config).run()
     except ImportJobError as exc:

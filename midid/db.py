@@ -255,6 +255,15 @@ class Library:
             "SELECT id, path, name FROM files WHERE split_at IS NULL AND parent_id IS NULL AND error IS NULL"
             " AND id > ? ORDER BY id LIMIT ?", [after_id, limit]).fetchall()
 
+    def work_left_for(self, first_id: int, last_id: int, rename_enabled: bool) -> bool:
+        """Whether files first_id..last_id (one import's) or their parts still wait for a
+        stage; files that failed wait for nothing."""
+        return self.db.execute(
+            "SELECT 1 FROM files WHERE (id BETWEEN :lo AND :hi OR parent_id BETWEEN :lo AND :hi)"
+            " AND error IS NULL AND (analysed_at IS NULL OR (parent_id IS NULL AND split_at IS NULL)"
+            " OR (:rename AND renamed_at IS NULL)) LIMIT 1",
+            {"lo": first_id, "hi": last_id, "rename": int(rename_enabled)}).fetchone() is not None
+
     def reanalyse_queue(self, limit: int, after_id: int = 0) -> list[tuple[int, str, str]]:
         """Files whose analysis an older version wrote (:meth:`requeue_stale_analyses`), in id
         order from after_id: the engine turns to them when :meth:`analyse_queue` is empty."""

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
+import signal
 import sys
-
-from systemd.journal import JournalHandler
 
 QUIET_LOGGERS = ("ray", "watchdog", "urllib3")
 """Third-party loggers held at WARNING: their INFO chatter drowns the daemon's own."""
@@ -34,6 +34,8 @@ def setup_logging(level: str = "INFO") -> None:
     """
     handler: logging.Handler
     if journal_is_stderr():
+        from systemd.journal import JournalHandler  # here: midictl imports this module and starts in ms
+
         handler = JournalHandler(SYSLOG_IDENTIFIER="midid")
         handler.setFormatter(logging.Formatter("%(message)s"))
     else:
@@ -44,3 +46,9 @@ def setup_logging(level: str = "INFO") -> None:
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def stacks_on_sigusr1() -> None:
+    """``kill -USR1 PID`` writes the stack of every thread to stderr (the journal under
+    systemd) and the process goes on: what a report of a hung midid or midictl needs."""
+    faulthandler.register(signal.SIGUSR1, all_threads=True)

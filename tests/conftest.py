@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -84,3 +87,19 @@ def copy_tree(src: Path, dst: Path) -> Path:
         for name in dirs + files:
             os.chmod(Path(root) / name, 0o755 if name in dirs else 0o644)
     return dst
+
+
+def run_or_dump(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """``subprocess.run(cmd, capture_output=True, text=True)`` for a midictl or midid command
+    that, past ``timeout``, fails with what the process wrote and the stacks of its threads
+    (SIGUSR1, which both dump) rather than with nothing but the timeout."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(3)
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(f"still running after {timeout:.0f} s: {' '.join(cmd)}\n{err[-8000:]}") from None
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)

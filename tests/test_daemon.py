@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import write_config
+from midid.config import load_config
 from notifysock import NotifySocket
 
 MIDICTL = [sys.executable, "-m", "midid.ctl"]
@@ -128,6 +129,10 @@ def test_notify_protocol_watch_import_status_and_clean_stop(daemon_env, sample_m
     assert s["compute"]["workers"] == {"analyze": 1} and list(s["compute"]["nodes"].values()) == [1]
     assert s["compute"]["rejoin_in_s"] is None  # no cluster configured: nothing to rejoin
     assert "compute: 1 Ray worker (analyze 1) on 1 node of a local Ray" in ctl(config, "status").stdout
+    # SIGUSR1: every thread's stack in the log (for a hang report), and the daemon goes on.
+    d.proc.send_signal(signal.SIGUSR1)
+    wait_until(lambda: "midid/daemon.py" in (tmp_path / "daemon.log").read_text(), 10, "the stacks")
+    assert "Thread 0x" in (tmp_path / "daemon.log").read_text() and status(config)["daemon"]["running"]
     assert d.stop() == 0
     assert "STOPPING=1" in d.notify.messages
     assert not (tmp_path / "midid.sock").exists()
@@ -157,6 +162,44 @@ def test_midictl_import_hands_over_and_follows_to_the_end(daemon_env, sample_mid
     assert first["split_parts"] == 3 and first["analysed"] == 6 and first["analysis_errors"] == 0
     assert len(files_in_db(tmp_path)) == 3
     assert d.stop() == 0
+
+
+def test_a_followed_import_ends_with_its_own_files_not_with_the_back_catalogue(tmp_path: Path, sample_midi) -> None:
+    """After an upgrade the daemon analyses the whole library again (every row says an older
+    analysis wrote it); an import handed over meanwhile returns once its own file is done."""
+    from midid.runjob import run_import
+
+    config = write_config(tmp_path, "[ray]\nnum_cpus = 2\nobject_store_mb = 100\n[pipeline]\nanalyze_actors = 1\n"
+                                    "batch_size = 1\nmax_in_flight = 1\nlocal_below = 100000\n"
+                                    "[watch]\nenabled = false\n[export]\nenabled = false\n")
+    old = tmp_path / "old"
+    old.mkdir()
+    base = sample_midi[0].read_bytes()
+    for i in range(2000):
+        (old / f"g{i:04d}.mid").write_bytes(base + i.to_bytes(4, "big"))
+    assert run_import(load_config(config), [str(old)])["analysed"] == 2000
+    db = tmp_path / "midid.sqlite3"
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE analysis SET analyzer = 0")
+    new = tmp_path / "new"
+    new.mkdir()
+    (new / "fresh.mid").write_bytes(base + b"fresh")
+    d = Daemon(tmp_path, config)
+    try:
+        d.ready()
+        result = ctl(config, "import", "--json", str(new))
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            still_queued, = conn.execute("SELECT count(*) FROM files WHERE reanalyse = 1").fetchone()
+        summary = json.loads(result.stdout.strip().splitlines()[-1])
+        assert (summary["imported"], summary["analysed"], summary["analysis_errors"]) == (1, 1, 0)
+        assert still_queued > 0, "the import waited for the library's re-analysis"
+        wait_until(lambda: work_left(db, 2001) == 0 and not sqlite3.connect(db).execute(
+            "SELECT count(*) FROM files WHERE reanalyse = 1").fetchone()[0], timeout=180, what="re-analysis")
+        assert d.stop() == 0
+    finally:
+        if d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait()
 
 
 def test_sighup_and_config_set_reload_without_restart(daemon_env, sample_midi) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import symusic
 
-from conftest import write_config
+from conftest import run_or_dump, write_config
 from rayhead import client_server_log, free_port, remove_head, skip_on_client_server_flake, start_head
 from test_daemon import wait_until, work_left
 from midid.analysis import analyze_bytes
@@ -324,8 +324,8 @@ def test_joins_a_ray_cluster_started_with_ray_start_head(tmp_path: Path, sample_
             (src / f.name).write_bytes(f.read_bytes())
         address = f"ray://127.0.0.1:{client_port}" if scheme else f"127.0.0.1:{port}"
         config = write_config(tmp_path, f'[ray]\naddress = "{address}"\n')
-        done = subprocess.run([sys.executable, "-m", "midid.ctl", "--config", str(config), "import",
-                               "--local", "--json", str(src)], capture_output=True, text=True, timeout=240)
+        done = run_or_dump([sys.executable, "-m", "midid.ctl", "-v", "--config", str(config), "import",
+                            "--local", "--json", str(src)], timeout=240)
         assert done.returncode == 0, done.stderr
         summary = json.loads(done.stdout.strip().splitlines()[-1])
         assert summary["analysed"] == len(sample_midi) + 3
@@ -483,6 +483,31 @@ def test_new_files_are_analysed_before_the_files_an_older_analysis_did(tmp_path:
     assert set(committed[:6]) == ids(new) and set(committed[6:]) == ids(old) and len(committed) == 12
     assert lib.db.execute("SELECT DISTINCT analyzer FROM analysis").fetchall() == [(ANALYZER_VERSION,)]
     assert lib.stage_counts(rename_enabled=False)["analyze"]["queued"] == 0
+
+
+def test_work_left_for_one_import_counts_its_files_and_their_parts_only(tmp_path: Path, sample_midi) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for f in sample_midi:
+        (src / f.name).write_bytes(f.read_bytes())
+    config = write_config(tmp_path)
+    run_import(load_config(config), [str(src)])
+    lib = Library(tmp_path / "midid.sqlite3")
+    song, = lib.db.execute("SELECT id FROM files WHERE split_parts > 0").fetchone()
+    part, = lib.db.execute("SELECT min(id) FROM files WHERE parent_id = ?", [song]).fetchone()
+    assert part > song  # parts come after the import's own ids
+    left = lambda rename=False: lib.work_left_for(song, song, rename)  # noqa: E731
+    assert not left() and left(rename=True)  # renamed_at is only set by the rename stage
+    for change, expected in [
+        ("UPDATE files SET analysed_at = NULL WHERE id = :part", True),  # a part to analyse
+        ("UPDATE files SET error = 'x' WHERE id = :part", False),  # ... that failed
+        ("UPDATE files SET split_at = NULL WHERE id = :song", True),  # the song to split
+        ("UPDATE files SET split_at = 1 WHERE id = :song", False),
+        ("UPDATE files SET analysed_at = NULL WHERE id != :song AND parent_id IS NULL", False),  # others
+    ]:
+        lib.db.execute(change, {"part": part, "song": song})
+        assert left() is expected, change
+    lib.close()
 
 
 def test_one_shot_import_runs_the_stages_while_it_still_imports(tmp_path: Path, sample_midi) -> None:
