@@ -50,5 +50,12 @@ def setup_logging(level: str = "INFO") -> None:
 
 def stacks_on_sigusr1() -> None:
     """``kill -USR1 PID`` writes the stack of every thread to stderr (the journal under
-    systemd) and the process goes on: what a report of a hung midid or midictl needs."""
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    systemd) and the process goes on: what a report of a hung midid or midictl needs. The
+    process's own stderr, not ``sys.stderr``, which a caller may have swapped for a stream
+    without a file descriptor (click's test runner does)."""
+    stream = sys.__stderr__
+    try:
+        if stream is not None and stream.fileno() >= 0:
+            faulthandler.register(signal.SIGUSR1, file=stream, all_threads=True)
+    except (OSError, ValueError):  # no stderr at all: nowhere to write stacks to
+        pass
