@@ -103,3 +103,11 @@ def run_or_dump(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
         out, err = proc.communicate()
         raise AssertionError(f"still running after {timeout:.0f} s: {' '.join(cmd)}\n{err[-8000:]}") from None
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def copied(files: list[Path], folder: Path) -> Path:
+    """``folder`` (made if missing) holding a copy of each of ``files``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        (folder / f.name).write_bytes(f.read_bytes())
+    return folder

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from conftest import write_config
+from conftest import copied, write_config
 from midid.ctl import cli
 
 
@@ -17,10 +17,7 @@ def run(config: Path, *args: str):
 
 
 def test_check_finds_and_repairs_disagreements(tmp_path: Path, sample_midi) -> None:
-    src = tmp_path / "src"
-    src.mkdir()
-    for f in sample_midi:
-        (src / f.name).write_bytes(f.read_bytes())
+    src = copied(sample_midi, tmp_path / "src")
     config = write_config(tmp_path)
     assert run(config, "import", "--local", "--json", str(src)).exit_code == 0
     clean = run(config, "check", "--json")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_config
+from conftest import copied, write_config
 from raycluster import two_nodes
 from test_daemon import Daemon, ctl, status, wait_until
 from rayhead import free_port, hold, kill, remove_head, resume, start_head
@@ -202,10 +202,7 @@ def test_a_cluster_without_cpus_for_the_workers_is_said_and_the_work_runs_locall
     temp_dir = Path(tempfile.mkdtemp(prefix="midid-head-"))
     head = start_head(temp_dir, port, num_cpus=0)
     try:
-        src = tmp_path / "src"
-        src.mkdir()
-        for f in sample_midi:
-            (src / f.name).write_bytes(f.read_bytes())
+        src = copied(sample_midi, tmp_path / "src")
         one_shot = write_config(tmp_path / "one-shot", f'[ray]\naddress = "127.0.0.1:{port}"\n')
         done = subprocess.run([sys.executable, "-m", "midid.ctl", "--config", str(one_shot), "import",
                                "--local", "--json", str(src)], capture_output=True, text=True, timeout=240)

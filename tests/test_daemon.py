@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_config
+from conftest import copied, write_config
 from midid.config import load_config
 from notifysock import NotifySocket
 
@@ -113,8 +113,7 @@ def test_notify_protocol_watch_import_status_and_clean_stop(daemon_env, sample_m
     tmp_path, src, config, start = daemon_env
     d = start()
     pings_before = sum(1 for m in d.notify.messages if m == "WATCHDOG=1")
-    for f in sample_midi:
-        (src / f.name).write_bytes(f.read_bytes())
+    copied(sample_midi, src)
     wait_until(lambda: len(files_in_db(tmp_path)) == 3 and all(files_in_db(tmp_path).values()), 60, "imports")
     line = d.notify.wait_for("STATUS=analysed 6/6", timeout=30)
     assert "0 error(s)" in line
@@ -144,10 +143,7 @@ def test_notify_protocol_watch_import_status_and_clean_stop(daemon_env, sample_m
 def test_midictl_import_hands_over_and_follows_to_the_end(daemon_env, sample_midi) -> None:
     tmp_path, src, config, start = daemon_env
     d = start()
-    other = tmp_path / "elsewhere"
-    other.mkdir()
-    for f in sample_midi:
-        (other / f.name).write_bytes(f.read_bytes())
+    other = copied(sample_midi, tmp_path / "elsewhere")
     results: list[subprocess.CompletedProcess] = []
     threads = [threading.Thread(target=lambda: results.append(ctl(config, "import", "--json", str(other))))
                for _ in range(2)]

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import symusic
 
-from conftest import run_or_dump, write_config
+from conftest import copied, run_or_dump, write_config
 from rayhead import client_server_log, free_port, remove_head, skip_on_client_server_flake, start_head
 from test_daemon import wait_until, work_left
 from midid.analysis import analyze_bytes
@@ -55,10 +55,7 @@ def import_and_run(config: Path, src: Path, runner) -> tuple[Library, Engine]:
 
 
 def test_a_library_file_gone_before_its_stage_is_recorded_and_the_rest_go_on(tmp_path: Path, sample_midi) -> None:
-    src = tmp_path / "src"
-    src.mkdir()
-    for f in sample_midi:
-        (src / f.name).write_bytes(f.read_bytes())
+    src = copied(sample_midi, tmp_path / "src")
     cfg = load_config(write_config(tmp_path))
     lib = Library(cfg.database_path)
     Importer(cfg, lib).run([src])
@@ -124,10 +121,7 @@ def test_split_parts_are_library_files_equal_to_their_source_tracks(tmp_path: Pa
 def test_each_stored_analysis_row_is_the_analysis_of_its_library_file(tmp_path: Path, sample_midi) -> None:
     """The row built in the worker (records.analysis_row) lands in the table as analyze_bytes
     sees the library file with the file's filename priors: every column, lists as JSON."""
-    src = tmp_path / "src"
-    src.mkdir()
-    for f in sample_midi:
-        (src / f.name).write_bytes(f.read_bytes())
+    src = copied(sample_midi, tmp_path / "src")
     lib, _ = import_and_run(write_config(tmp_path), src, LocalRunner())
     rows = analysis_rows(lib)
     assert len(rows) == len(sample_midi) + 3  # and the three parts of the POP909 song
@@ -241,10 +235,7 @@ def test_a_file_that_kills_its_worker_is_isolated_and_the_rest_analysed(tmp_path
 
 
 def test_rename_gives_template_names_and_keeps_the_original_searchable(tmp_path: Path, sample_midi) -> None:
-    src = tmp_path / "src"
-    src.mkdir()
-    for f in sample_midi:
-        (src / f.name).write_bytes(f.read_bytes())
+    src = copied(sample_midi, tmp_path / "src")
     config = write_config(tmp_path, '[rename]\nenabled = true\ntemplate = "{bpm}bpm_{key}_{category}"\n')
     lib, engine = import_and_run(config, src, LocalRunner())
     rows = list(lib.db.query("SELECT f.path, f.original_path, f.name, a.bpm, a.category FROM files f"
@@ -318,10 +309,7 @@ def test_joins_a_ray_cluster_started_with_ray_start_head(tmp_path: Path, sample_
     temp_dir = Path(tempfile.mkdtemp(prefix="midid-head-"))  # short: Ray's socket paths below it
     head = start_head(temp_dir, port, num_cpus=2, client_port=client_port)
     try:
-        src = tmp_path / "src"
-        src.mkdir()
-        for f in sample_midi:
-            (src / f.name).write_bytes(f.read_bytes())
+        src = copied(sample_midi, tmp_path / "src")
         address = f"ray://127.0.0.1:{client_port}" if scheme else f"127.0.0.1:{port}"
         config = write_config(tmp_path, f'[ray]\naddress = "{address}"\n')
         done = run_or_dump([sys.executable, "-m", "midid.ctl", "-v", "--config", str(config), "import",
@@ -416,11 +404,8 @@ def _one_beat_chord_loop() -> bytes:
 
 
 def test_files_an_older_analysis_analysed_are_analysed_again_once(tmp_path: Path, sample_midi, caplog) -> None:
-    src = tmp_path / "src"
-    src.mkdir()
+    src = copied(sample_midi, tmp_path / "src")
     (src / "ivory.mid").write_bytes(_one_beat_chord_loop())
-    for f in sample_midi:
-        (src / f.name).write_bytes(f.read_bytes())
     config = write_config(tmp_path)
     first = run_import(load_config(config), [str(src)])
     total = first["analysed"]
@@ -486,10 +471,7 @@ def test_new_files_are_analysed_before_the_files_an_older_analysis_did(tmp_path:
 
 
 def test_work_left_for_one_import_counts_its_files_and_their_parts_only(tmp_path: Path, sample_midi) -> None:
-    src = tmp_path / "src"
-    src.mkdir()
-    for f in sample_midi:
-        (src / f.name).write_bytes(f.read_bytes())
+    src = copied(sample_midi, tmp_path / "src")
     config = write_config(tmp_path)
     run_import(load_config(config), [str(src)])
     lib = Library(tmp_path / "midid.sqlite3")
