@@ -10,13 +10,15 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
 from conftest import copied, write_config
-from midid.config import load_config
 from notifysock import NotifySocket
+from midid.config import load_config
+from midid.runjob import run_import
 
 MIDICTL = [sys.executable, "-m", "midid.ctl"]
 
@@ -104,6 +106,12 @@ def work_left(db: Path, sources: int) -> int:
     return sources - imported + queued
 
 
+def analysed_again_left(db: Path) -> int:
+    """Files an older analysis did that still wait to be analysed again."""
+    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)) as conn:
+        return conn.execute("SELECT count(*) FROM files WHERE reanalyse = 1").fetchone()[0]
+
+
 def files_in_db(tmp_path: Path) -> dict[str, int]:
     with sqlite3.connect(tmp_path / "midid.sqlite3") as conn:
         return dict(conn.execute("SELECT name, analysed_at IS NOT NULL FROM files WHERE parent_id IS NULL"))
@@ -163,8 +171,6 @@ def test_midictl_import_hands_over_and_follows_to_the_end(daemon_env, sample_mid
 def test_a_followed_import_ends_with_its_own_files_not_with_the_back_catalogue(tmp_path: Path, sample_midi) -> None:
     """After an upgrade the daemon analyses the whole library again (every row says an older
     analysis wrote it); an import handed over meanwhile returns once its own file is done."""
-    from midid.runjob import run_import
-
     config = write_config(tmp_path, "[ray]\nnum_cpus = 2\nobject_store_mb = 100\n[pipeline]\nanalyze_actors = 1\n"
                                     "batch_size = 1\nmax_in_flight = 1\nlocal_below = 100000\n"
                                     "[watch]\nenabled = false\n[export]\nenabled = false\n")
@@ -184,13 +190,11 @@ def test_a_followed_import_ends_with_its_own_files_not_with_the_back_catalogue(t
     try:
         d.ready()
         result = ctl(config, "import", "--json", str(new))
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-            still_queued, = conn.execute("SELECT count(*) FROM files WHERE reanalyse = 1").fetchone()
+        still_queued = analysed_again_left(db)
         summary = json.loads(result.stdout.strip().splitlines()[-1])
         assert (summary["imported"], summary["analysed"], summary["analysis_errors"]) == (1, 1, 0)
         assert still_queued > 0, "the import waited for the library's re-analysis"
-        wait_until(lambda: work_left(db, 2001) == 0 and not sqlite3.connect(db).execute(
-            "SELECT count(*) FROM files WHERE reanalyse = 1").fetchone()[0], timeout=180, what="re-analysis")
+        wait_until(lambda: work_left(db, 2001) == 0 and not analysed_again_left(db), timeout=180, what="re-analysis")
         assert d.stop() == 0
     finally:
         if d.proc.poll() is None:
