@@ -55,7 +55,6 @@ class StageTotals:
 @dataclass
 class _Cursor:
     after: int = 0
-    exhausted: bool = False
     in_flight: set[int] = field(default_factory=set)
     after_again: int = 0  # analyze only: where the walk of `Library.reanalyse_queue` is
 
@@ -87,7 +86,7 @@ class Engine:
     def rewind(self) -> None:
         """Look at the whole queue again (after retry-failed or a config reload)."""
         for cursor in self.cursors.values():
-            cursor.after, cursor.exhausted, cursor.after_again = 0, False, 0
+            cursor.after, cursor.after_again = 0, 0
 
     def run(self, progress: Callable[[StageTotals], None] | None = None, idle_s: float = 0.2) -> StageTotals:
         """Run until every queue is empty and nothing is in flight."""
