@@ -199,10 +199,21 @@ def test_tags_are_priors_not_overrides() -> None:
     assert "bass" in a.tags and "trap" in a.tags
 
 
+# C - Am - F - G as block chords: a four-chord progression in C major.
+C_AM_F_G = [(48, 64, 67, 72), (45, 64, 69, 72), (41, 65, 69, 72), (43, 62, 67, 71)]
+
+
+def one_beat_chord_loop(numerator: int = 1, denominator: int = 4) -> bytes:
+    """8 bars of C-Am-F-G, a chord per bar, under a one-beat time signature (a converter's
+    1/4 placeholder): read literally, 32 one-beat bars, too long for a loop and too slow to
+    change chords; read as no signature, 8 bars of 4/4, a Progression."""
+    conductor = [mido.MetaMessage("time_signature", numerator=numerator, denominator=denominator, time=0)]
+    return smf(conductor, chords_track(C_AM_F_G * 2, 4 * TPQ))
+
+
 def test_block_chords_and_progression() -> None:
-    # C - Am - F - G, one bar each, repeated: a four-chord progression in C major.
-    cycle = [(48, 64, 67, 72), (45, 64, 69, 72), (41, 65, 69, 72), (43, 62, 67, 71)]
-    a = analyze_bytes(smf(chords_track(cycle * 2, 4 * TPQ)))
+    # One bar each, repeated.
+    a = analyze_bytes(smf(chords_track(C_AM_F_G * 2, 4 * TPQ)))
     assert [c["label"] for c in a.chords] == ["C:maj", "A:min", "F:maj", "G:maj"] * 2
     assert [c["beat"] for c in a.chords] == [4.0 * i for i in range(8)]
     assert (a.key_tonic, a.key_mode) == ("C", "major")
@@ -213,19 +224,14 @@ def test_block_chords_and_progression() -> None:
 
 @pytest.mark.parametrize(("numerator", "denominator"), [(1, 4), (1, 8)])
 def test_a_one_beat_time_signature_is_read_as_none(numerator: int, denominator: int) -> None:
-    # An 8-bar chord loop (a chord per bar) carrying a converter's 1/4 placeholder: read
-    # literally it is 32 one-beat bars, too long for a loop and too slow to change chords.
-    cycle = [(48, 64, 67, 72), (45, 64, 69, 72), (41, 65, 69, 72), (43, 62, 67, 71)]
-    conductor = [mido.MetaMessage("time_signature", numerator=numerator,
-                                  denominator=denominator, time=0)]
-    a = analyze_bytes(smf(conductor, chords_track(cycle * 2, 4 * TPQ)))
+    a = analyze_bytes(one_beat_chord_loop(numerator, denominator))
     assert (a.time_signature, a.bars) == ("4/4", 8)
     assert a.category == "Progressions"
     # A one-beat bar later on does not replace the meter in force at the first note.
     conductor = [mido.MetaMessage("time_signature", numerator=3, denominator=4, time=0),
                  mido.MetaMessage("time_signature", numerator=numerator,
                                   denominator=denominator, time=12 * TPQ)]
-    assert analyze_bytes(smf(conductor, chords_track(cycle, 3 * TPQ))).time_signature == "3/4"
+    assert analyze_bytes(smf(conductor, chords_track(C_AM_F_G, 3 * TPQ))).time_signature == "3/4"
 
 
 def test_one_sustained_chord_is_chords() -> None:

@@ -21,6 +21,7 @@ import symusic
 
 from conftest import copied, run_or_dump, write_config
 from rayhead import client_server_log, free_port, remove_head, skip_on_client_server_flake, start_head
+from test_analysis import one_beat_chord_loop
 from test_daemon import wait_until, work_left
 from midid.analysis import analyze_bytes
 from midid.config import load_config
@@ -387,25 +388,9 @@ def test_a_broken_ray_client_connection_is_told_in_one_line() -> None:
     assert connection_gist(ConnectionError()) == "ConnectionError"
 
 
-def _one_beat_chord_loop() -> bytes:
-    """8 bars of C-Am-F-G, a chord per bar, under a converter's 1/4 time signature: analyser
-    version 0 read it as 32 one-beat bars, Chords; version 1 as 8 bars of 4/4, Progressions."""
-    import io
-
-    import mido
-
-    track = mido.MidiTrack([mido.MetaMessage("time_signature", numerator=1, denominator=4, time=0)])
-    for chord in [(48, 64, 67, 72), (45, 64, 69, 72), (41, 65, 69, 72), (43, 62, 67, 71)] * 2:
-        track += [mido.Message("note_on", note=p, velocity=90, time=0) for p in chord]
-        track += [mido.Message("note_off", note=p, time=4 * 480 if i == 0 else 0) for i, p in enumerate(chord)]
-    out = io.BytesIO()
-    mido.MidiFile(type=0, ticks_per_beat=480, tracks=[track]).save(file=out)
-    return out.getvalue()
-
-
 def test_files_an_older_analysis_analysed_are_analysed_again_once(tmp_path: Path, sample_midi, caplog) -> None:
     src = copied(sample_midi, tmp_path / "src")
-    (src / "ivory.mid").write_bytes(_one_beat_chord_loop())
+    (src / "ivory.mid").write_bytes(one_beat_chord_loop())  # Chords by analyser 0, Progressions by 1
     config = write_config(tmp_path)
     first = run_import(load_config(config), [str(src)])
     total = first["analysed"]
