@@ -156,7 +156,7 @@ def _open_readonly(cfg: Config):  # type: ignore[no-untyped-def]
 @cli.command("find")
 @click.option("--bpm", help="120 or a range 118-122")
 @click.option("--key", help="Am, C, F#m, 'D minor'")
-@click.option("--category", type=click.Choice(CATEGORIES))
+@click.option("--category", type=click.Choice(CATEGORIES, case_sensitive=False))
 @click.option("--tag", "tags", multiple=True, help="a tag (repeat for all of several)")
 @click.option("--text", help="words in the name, pack, path or tags")
 @click.option("--limit", type=click.IntRange(1, 100_000), default=50, show_default=True)
@@ -176,7 +176,12 @@ def find_cmd(ctx: click.Context, bpm: str | None, key: str | None, category: str
         for row in rows:
             _emit_json(row)
         return
-    table = Table("path", "bpm", "key", "category", "tags", box=None)
+    # A narrow terminal wraps the path rather than cutting off its file name, the part a
+    # user is looking for.
+    table = Table(box=None)
+    table.add_column("path", overflow="fold")
+    for name in ("bpm", "key", "category", "tags"):
+        table.add_column(name)
     for row in rows:
         table.add_row(row["path"], f"{row['bpm']:.1f}" if row["bpm"] else "", row["key"] or "",
                       row["category"] or "", ", ".join(row["tags"][:4]))
@@ -219,8 +224,9 @@ def _bar_chart(console: Console, title: str, hist: dict[str, int]) -> None:
 
 @cli.command("export")
 @click.option("--to", "target", required=True, type=click.Path(file_okay=False), help="Folder or mounted drive.")
-@click.option("--profile", type=click.Choice(["mpc", "force"]), help="Folder layout (default: [export] profile).")
-@click.option("--category", "categories", multiple=True, type=click.Choice(CATEGORIES),
+@click.option("--profile", type=click.Choice(["mpc", "force"], case_sensitive=False),
+              help="Folder layout (default: [export] profile).")
+@click.option("--category", "categories", multiple=True, type=click.Choice(CATEGORIES, case_sensitive=False),
               help="Only these categories (repeatable; default: [export] categories).")
 @click.option("--dry-run", is_flag=True, help="Print the plan, copy nothing.")
 @click.option("--json", "as_json", is_flag=True)

@@ -1,0 +1,169 @@
+"""`midictl find` and `midictl stats` over a real library made by `midictl import`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mido
+import pytest
+from click.testing import CliRunner
+
+from conftest import DATA, write_config
+from midid.analysis import analyze_bytes
+from midid.ctl import cli
+from midid.search import QueryError, parse_bpm, parse_key
+from test_analysis import TPQ, chords_track, drum_pattern, notes, smf
+
+FIND_KEYS = {"id", "path", "name", "pack", "parent_id", "bpm", "key", "category", "tags", "duration_s"}
+# A minor: i - iv - V - i, a bar each, twice.
+AM_DM_E_AM = [(45, 60, 64, 69), (50, 62, 65, 69), (52, 59, 64, 68), (45, 60, 64, 69)]
+
+
+def tempo(bpm: float) -> list:
+    return [mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm), time=0)]
+
+
+def pack_files() -> dict[str, bytes]:
+    """A small pack whose tempo, key and category are unambiguous (checked in ``library``)."""
+    return {
+        "Kick Loop 128.mid": smf(tempo(128), drum_pattern(4, kick_only=True)),
+        "Minor Pad Chords.mid": smf(tempo(90), chords_track(AM_DM_E_AM * 2, 4 * TPQ)),
+        "Deep Bass Line.mid": smf(tempo(100), notes([(p, TPQ) for p in (36, 36, 43, 41, 36, 38, 43, 41)])),
+    }
+
+
+def run(config: Path, *args: str) -> str:
+    result = CliRunner().invoke(cli, ["--config", str(config), *args], terminal_width=60)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def find_json(config: Path, *args: str) -> list[dict]:
+    return [json.loads(line) for line in run(config, "find", "--json", *args).splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A config whose library holds the pack above, the repo's two Groove files and its POP909
+    song (split into its three tracks), and one duplicate of the kick loop under another name."""
+    root = tmp_path_factory.mktemp("search")
+    pack = root / "Producer Pack"
+    pack.mkdir()
+    for name, data in pack_files().items():
+        (pack / name).write_bytes(data)
+    (pack / "kick copy.mid").write_bytes(pack_files()["Kick Loop 128.mid"])
+    for f in sorted((DATA / "midi").glob("*.mid")):
+        (pack / f.name).write_bytes(f.read_bytes())
+    config = write_config(root)
+    summary = json.loads(run(config, "import", "--local", "--json", str(pack)).splitlines()[-1])
+    assert (summary["imported"], summary["duplicates"], summary["split_parts"]) == (6, 1, 3)
+    return config
+
+
+def test_the_pack_is_what_the_tests_below_assume() -> None:
+    made = {name: analyze_bytes(data) for name, data in pack_files().items()}
+    assert (made["Kick Loop 128.mid"].category, made["Kick Loop 128.mid"].bpm) == ("DrumKicks", 128.0)
+    chords = made["Minor Pad Chords.mid"]
+    assert (chords.key_tonic, chords.key_mode, chords.bpm) == ("A", "minor", 90.0)
+    assert (made["Deep Bass Line.mid"].category, made["Deep Bass Line.mid"].bpm) == ("Bass", 100.0)
+
+
+def test_find_json_rows_have_the_documented_keys(library: Path) -> None:
+    rows = find_json(library)
+    assert len(rows) == 9  # 6 imported files and 3 parts; the duplicate is an alias
+    assert all(set(row) == FIND_KEYS for row in rows)
+    parts = [r for r in rows if r["parent_id"] is not None]
+    song = next(r for r in rows if r["name"] == "pop909_003.mid")
+    assert len(parts) == 3 and {p["parent_id"] for p in parts} == {song["id"]}
+
+
+def test_find_by_bpm_exact_and_range(library: Path) -> None:
+    assert [r["name"] for r in find_json(library, "--bpm", "128")] == ["Kick Loop 128.mid"]
+    assert find_json(library, "--bpm", "127") == []
+    in_range = find_json(library, "--bpm", "89-117")
+    bpms = [r["bpm"] for r in in_range]
+    assert bpms == sorted(bpms) and all(89 <= b <= 117 for b in bpms)
+    names = {r["name"] for r in in_range}
+    assert {"Minor Pad Chords.mid", "Deep Bass Line.mid", "100_neworleans-secondline_94_beat_4-4.mid",
+            "29_latin-samba_116_fill_4-4.mid"} <= names
+    assert "Kick Loop 128.mid" not in names
+    assert find_json(library, "--bpm", "117-89") == in_range  # a range written backwards
+
+
+@pytest.mark.parametrize("spelling", ["Am", "A minor", "a min", "Am "])
+def test_find_by_key_in_any_spelling(library: Path, spelling: str) -> None:
+    rows = find_json(library, "--key", spelling)
+    assert "Minor Pad Chords.mid" in {r["name"] for r in rows}
+    assert {r["key"] for r in rows} == {"Am"}
+
+
+def test_find_by_category_any_case_and_tag_and_text(library: Path) -> None:
+    assert [r["name"] for r in find_json(library, "--category", "DrumKicks")] == ["Kick Loop 128.mid"]
+    assert find_json(library, "--category", "drumkicks") == find_json(library, "--category", "DrumKicks")
+    bass = find_json(library, "--category", "bass")
+    assert "Deep Bass Line.mid" in {r["name"] for r in bass} and {r["category"] for r in bass} == {"Bass"}
+    kicks = find_json(library, "--tag", "KICK")
+    assert "Kick Loop 128.mid" in {r["name"] for r in kicks}
+    assert all("kick" in r["tags"] for r in kicks)
+    assert [r["name"] for r in find_json(library, "--text", "samba")] == ["29_latin-samba_116_fill_4-4.mid"]
+    assert [r["name"] for r in find_json(library, "--text", "pad chor")] == ["Minor Pad Chords.mid"]
+
+
+def test_conditions_combine_and_limit_caps(library: Path) -> None:
+    both = find_json(library, "--category", "Drums", "--bpm", "90-100")
+    assert [r["name"] for r in both] == ["100_neworleans-secondline_94_beat_4-4.mid"]
+    assert find_json(library, "--category", "Drums", "--bpm", "120-130") == []
+    assert len(find_json(library, "--limit", "2")) == 2
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--bpm", "fast"], "expected a number like 120 or a range like 118-122"),
+    (["--key", "H"], "expected a key like C, Am"),
+    (["--category", "Basses"], "'Basses' is not one of"),
+])
+def test_a_badly_written_option_says_what_is_allowed(library: Path, args: list[str], message: str) -> None:
+    result = CliRunner().invoke(cli, ["--config", str(library), "find", *args])
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_flat_and_enharmonic_key_names() -> None:
+    assert parse_key("Bbmaj") == ("A#", "major")
+    assert parse_key("ebm") == ("D#", "minor")
+    assert parse_key("E#") == ("F", "major")
+    assert parse_key("B#m") == ("C", "minor")
+    assert parse_key("Cb minor") == ("B", "minor")
+    assert parse_bpm("120") == (119.5, 120.5)
+    with pytest.raises(QueryError):
+        parse_key("Am7")
+
+
+def test_find_table_shows_whole_file_names_on_a_narrow_terminal(library: Path) -> None:
+    out = run(library, "find", "--text", "secondline")
+    header, *lines = [line for line in out.splitlines() if line.strip()]
+    assert header.split() == ["path", "bpm", "key", "category", "tags"]
+    assert len(lines) > 1  # the path wrapped
+    assert "".join(line.split()[0] for line in lines) == "Producer_Pack/100_neworleans-secondline_94_beat_4-4.mid"
+    assert lines[0].split()[1:3] == ["94.0", "Drums"]
+
+
+def test_find_on_a_missing_library_says_so(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["--config", str(write_config(tmp_path)), "find"])
+    assert result.exit_code == 2
+    assert "midid.sqlite3" in result.output
+
+
+def test_stats_counts_files_parts_duplicates_and_histograms(library: Path) -> None:
+    data = json.loads(run(library, "stats", "--json"))
+    assert (data["files"], data["parts"], data["sources"], data["duplicates"]) == (9, 3, 7, 1)
+    assert data["duplicate_bytes_saved"] == len(pack_files()["Kick Loop 128.mid"])
+    assert sum(data["categories"].values()) == 9
+    assert data["categories"]["DrumKicks"] == 1 and data["categories"]["Bass"] >= 1
+    assert sum(data["bpm"].values()) == 9
+    assert data["bpm"]["130"] == 1 and data["bpm"]["90"] >= 2  # 128 -> 130; 90 and 94 -> 90
+    assert data["keys"]["Am"] >= 1
+    rows = find_json(library, "--limit", "100")
+    assert sum(1 for r in rows if r["key"]) == sum(data["keys"].values())
+    table = run(library, "stats")
+    assert "DrumKicks" in table and "Am" in table
