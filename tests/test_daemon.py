@@ -270,3 +270,58 @@ def test_moves_and_deletes_update_sources(daemon_env, sample_midi) -> None:
     wait_until(lambda: source_rows() == [(str(src / "moved.mid"), 1)], 30, "delete recorded")
     assert any((tmp_path / "library").rglob("a.mid")), "the library copy stays"
     assert d.stop() == 0
+
+
+def test_pause_resume_rescan_and_retry_failed(tmp_path: Path, sample_midi) -> None:
+    """The commands a user steers the daemon with, each shown to do what it says: nothing is
+    imported while paused; a file the watcher cannot see (watching off) arrives on `rescan`;
+    a file an older midid failed on is analysed on `retry-failed`."""
+    src = tmp_path / "src"
+    src.mkdir()
+    config = write_config(tmp_path, f'[sources]\nfolders = ["{src}"]\n[watch]\nenabled = false\n'
+                                    "[ray]\nnum_cpus = 2\nobject_store_mb = 100\n[pipeline]\nanalyze_actors = 1\n"
+                                    "[export]\nenabled = false\n")
+    assert run_import(load_config(config), [str(copied(sample_midi[:1], tmp_path / "first"))])["analysed"] == 1
+    db = tmp_path / "midid.sqlite3"
+    with sqlite3.connect(db) as conn:
+        (failed_id,) = conn.execute("SELECT id FROM files").fetchone()
+        conn.execute("DELETE FROM analysis WHERE file_id = ?", [failed_id])
+        conn.execute("UPDATE files SET error = 'analysis crashed (an older midid)', error_stage = 'analyze',"
+                     " analysed_at = NULL WHERE id = ?", [failed_id])
+    d = Daemon(tmp_path, config)
+    try:
+        d.ready()
+        s = status(config)
+        assert s["stages"]["analyze"]["failed"] == 1
+        assert [e["error"] for e in s["errors"]] == ["analysis crashed (an older midid)"]
+        assert "midictl retry-failed" in ctl(config, "status").stdout
+
+        assert ctl(config, "pause").returncode == 0
+        wait_until(lambda: status(config)["daemon"]["state"] == "paused", 10, "paused")
+        later = copied(sample_midi[1:2], tmp_path / "later")
+        done = ctl(config, "import", "--no-wait", str(later))
+        assert done.returncode == 0, done.stderr
+        time.sleep(3)
+        assert sample_midi[1].name not in files_in_db(tmp_path), "imported while paused"
+        assert ctl(config, "resume").returncode == 0
+        wait_until(lambda: files_in_db(tmp_path).get(sample_midi[1].name), 60, "the import after resume")
+        assert status(config)["daemon"]["state"] == "running"
+
+        (src / "unwatched.mid").write_bytes(sample_midi[2].read_bytes())
+        time.sleep(2)
+        assert "unwatched.mid" not in files_in_db(tmp_path)
+        assert ctl(config, "rescan").stdout.strip() == "rescan queued"
+        wait_until(lambda: files_in_db(tmp_path).get("unwatched.mid"), 60, "the rescan")
+
+        assert ctl(config, "retry-failed").stdout.strip() == "failed files queued again"
+        wait_until(lambda: status(config)["stages"]["analyze"]["failed"] == 0, 60, "the retry")
+        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+            row = conn.execute("SELECT f.error, f.analysed_at IS NOT NULL, a.category FROM files f"
+                               " LEFT JOIN analysis a ON a.file_id = f.id WHERE f.id = ?", [failed_id]).fetchone()
+        assert row[0] is None and row[1] and row[2]
+        assert status(config)["errors"] == []
+        assert d.stop() == 0
+    finally:
+        if d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait()
