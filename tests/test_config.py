@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,9 @@ def test_midictl_config_commands(tmp_path: Path) -> None:
     unknown = run(cli, ["--config", str(main), "config", "get", "nope.key"])
     assert unknown.exit_code == 2 and "unknown section [nope]" in unknown.output
     assert run(cli, ["--config", str(main), "config", "path"]).output.strip() == str(main)
+    plain = tomllib.loads(run(cli, ["--config", str(main), "config", "show"]).output)
+    assert plain["rename"]["enabled"] is True and plain["library"]["path"] == f"{tmp_path}/lib"
+    assert run(cli, ["--config", str(main), "config", "unset", "rename.enabled"]).exit_code == 0
+    assert run(cli, ["--config", str(main), "config", "get", "rename.enabled"]).output.strip() == "false"
+    again = run(cli, ["--config", str(main), "config", "unset", "rename.enabled"])
+    assert again.exit_code == 0 and "rename.enabled is not set by midictl; nothing to do" in again.output
