@@ -396,3 +396,27 @@ def test_a_groove_whose_backbeat_is_the_pedal_hi_hat_reads_at_its_beat(bpm: floa
     assert estimate_bpm(times, weight, roles) == pytest.approx(bpm, rel=0.04)
     as_hat = np.where(pitches == 44, 2, roles).astype(np.int8)
     assert estimate_bpm(times, weight, as_hat) == pytest.approx(bpm / 2, rel=0.04)
+
+
+def test_a_kit_on_channel_1_is_found_by_its_track_name() -> None:
+    """Congas and bongos (GM 60-64, all "perc") on channel 1: by their notes alone a melody;
+    under a track named "Percussion" a kit."""
+    hits = [(p, TPQ // 4) for p in (60, 61, 62, 63, 64, 62, 61, 60)] * 2
+    unnamed = analyze_bytes(smf(notes(hits, gap=TPQ // 4)))
+    named = analyze_bytes(smf([mido.MetaMessage("track_name", name="Percussion", time=0),
+                               *notes(hits, gap=TPQ // 4)]))
+    assert not unnamed.is_drums and unnamed.category in ("Melody", "Bass")
+    assert named.is_drums and named.drum_parts["perc"] == 1.0 and named.category == "DrumPerc"
+
+
+def test_a_file_name_that_says_kick_makes_a_one_note_pattern_on_channel_1_a_kick() -> None:
+    """One note (C1 = GM kick) repeated on channel 1: alone it could be a bass ostinato, and it
+    is read so; a "kick" in the file name tips it to the kit (a prior the notes allow)."""
+    data = smf(drum_pattern(4, kick_only=True, channel=0))
+    assert not analyze_bytes(data).is_drums
+    tagged = analyze_bytes(data, prior_tags=["kick"])
+    assert tagged.is_drums and tagged.category == "DrumKicks"
+    # A bass line in a "drum & bass" folder keeps its notes' verdict: too many distinct
+    # notes for a tagged kit, too few on the core kit map for an untagged one.
+    bass_line = smf(notes([(p, TPQ) for p in (36, 38, 41, 43, 45, 48, 36, 41)]))
+    assert not analyze_bytes(bass_line, prior_tags=["drum", "bass"]).is_drums
