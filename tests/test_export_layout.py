@@ -79,3 +79,12 @@ def test_progression_files_go_flat_into_progressions():
 def test_unknown_profile_or_category_names_allowed_values(profile, category):
     with pytest.raises(ValueError, match="allowed: .*(force|DrumKicks)"):
         export_relpath(profile, category, None, "x.mid")
+
+
+@pytest.mark.parametrize("library_name", ["CON.mid", "src/CON_.mid", "nul.MID", "Lpt1.midi", "aux_.mid"])
+def test_a_windows_device_name_keeps_its_underscore_on_the_drive(library_name):
+    """A drive the MPC uses is often read on Windows too, which cannot open CON.mid."""
+    rel = export_relpath("mpc", "Drums", "p", library_name)
+    stem = rel.rsplit("/", 1)[1].partition(".")[0]
+    assert stem.endswith("_") and stem[:-1].upper() in {"CON", "NUL", "LPT1", "AUX"}
+    assert progression_relpath("mpc", library_name).rsplit("/", 1)[1].partition(".")[0] == stem

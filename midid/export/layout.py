@@ -22,7 +22,7 @@ import logging
 from collections.abc import Callable, Mapping
 from pathlib import PurePosixPath
 
-from midid.stages.sanitize import FILENAME_MAX, sanitize_dirname, sanitize_filename
+from midid.stages.sanitize import FILENAME_MAX, RESERVED_NAMES, sanitize_dirname, sanitize_filename
 
 __all__ = [
     "CATEGORIES",
@@ -85,7 +85,10 @@ def _unique(folder: str, stem: str, ext: str, taken: Callable[[str], bool]) -> s
 
     The stem is shortened so the (suffixed) name stays within ``FILENAME_MAX`` characters.
     """
-    candidate = f"{folder}/{stem[: FILENAME_MAX - len(ext)].rstrip('._-')}{ext}"
+    base = stem[: FILENAME_MAX - len(ext)].rstrip("._-")
+    if base.partition(".")[0].upper() in RESERVED_NAMES:
+        base += "_"  # the "_" sanitize put after a device name (CON_.mid) stays: Windows refuses CON.mid
+    candidate = f"{folder}/{base}{ext}"
     counter = 2
     while taken(candidate):
         suffix = f"_{counter}"
