@@ -33,6 +33,7 @@ from libarchive.exception import ArchiveError
 from libarchive.read import new_archive_read
 
 from midid.sniff import COMPRESSED_STREAM_MAGICS, SNIFF_BYTES, midi_payload, sniff_kind
+from midid.pathtext import path_text
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +79,9 @@ class Origin:
     """Member names inside nested archives, outermost first, decoded to str."""
 
     def display(self) -> str:
-        """`path` or `path!member!inner-member`, for logs and `midictl status`."""
-        return "!".join((self.path, *self.members))
+        """`path` or `path!member!inner-member`, for logs, the library and `midictl status`
+        (as :func:`.pathtext.path_text`)."""
+        return "!".join((path_text(self.path), *self.members))
 
     def child(self, member: str) -> Origin:
         """The origin of `member` inside the archive this origin names."""

@@ -107,7 +107,9 @@ def _remove_stale_socket(path: Path) -> None:
 
 
 def _encode(reply: Mapping) -> bytes:
-    return json.dumps(reply, ensure_ascii=False, default=str).encode() + b"\n"
+    """One JSON line, ASCII-escaped: a path whose name is not UTF-8 reaches Python with
+    surrogate escapes, which survive as ``\\udcXX`` escapes and come back as the same path."""
+    return json.dumps(reply, default=str).encode() + b"\n"
 
 
 def _error(text: str) -> dict:

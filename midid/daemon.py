@@ -32,6 +32,7 @@ from .engine import Engine, ray_runner
 from .importer import Importer, ImportSummary, LibraryWriteError
 from .logsetup import setup_logging, stacks_on_sigusr1
 from .notify import Heartbeat, Notifier, WatchdogPinger, watchdog_interval_s
+from .pathtext import path_text
 from .pool import NoWorkers
 from .runjob import ImportJobError, open_library, writer_lock
 
@@ -344,24 +345,24 @@ class Daemon:
         assert self.lib is not None
         unknown: list[Path] = []
         with self.lib.db.atomic():
-            for old, new in pairs:
-                rows = self.lib.db.execute("SELECT id, origin FROM sources WHERE disk_path = ?", [str(old)]).fetchall()
+            for old_path, new_path in pairs:
+                old, new = path_text(old_path), path_text(new_path)
+                rows = self.lib.db.execute("SELECT id, origin FROM sources WHERE disk_path = ?", [old]).fetchall()
                 for sid, origin in rows:
                     self.lib.db.execute(
                         "UPDATE OR REPLACE sources SET disk_path = ?, origin = ?, missing = 0 WHERE id = ?",
-                        [str(new), str(new) + origin[len(str(old)):], sid])
-                self.lib.db.execute("UPDATE OR REPLACE scanned SET disk_path = ? WHERE disk_path = ?",
-                                    [str(new), str(old)])
+                        [new, new + origin[len(old):], sid])
+                self.lib.db.execute("UPDATE OR REPLACE scanned SET disk_path = ? WHERE disk_path = ?", [new, old])
                 if not rows:
-                    unknown.append(new)  # e.g. a download renamed from x.zip.part to x.zip
+                    unknown.append(new_path)  # e.g. a download renamed from x.zip.part to x.zip
         self._queue_paths(unknown)
 
     def _deleted(self, paths: list[Path]) -> None:
         """A source vanished: mark it missing; the library copy stays."""
         assert self.lib is not None
         # A path may be a folder deleted or moved out of the tree: everything under it goes too.
-        args = [(str(p), str(p).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "/%")
-                for p in paths]
+        texts = [path_text(p) for p in paths]
+        args = [(t, t.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "/%") for t in texts]
         with self.lib.db.atomic():
             self.lib.db.conn.executemany(
                 "UPDATE sources SET missing = 1 WHERE disk_path = ? OR disk_path LIKE ? ESCAPE '\\'", args)

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
+from .pathtext import path_text
 from .records import ANALYSIS_COLUMNS, ANALYZER_VERSION
 
 if TYPE_CHECKING:
@@ -204,8 +205,10 @@ class Library:
         return self.db.execute("SELECT 1 FROM files WHERE path = ? COLLATE NOCASE", [relpath]).fetchone() is not None
 
     def unchanged(self, disk_path: str, size: int, mtime: float) -> bool:
-        """True when this on-disk file was scanned before with the same size and mtime."""
-        row = self.db.execute("SELECT size, mtime FROM scanned WHERE disk_path = ?", [disk_path]).fetchone()
+        """True when this on-disk file (its path as the OS gives it) was scanned before with
+        the same size and mtime."""
+        row = self.db.execute("SELECT size, mtime FROM scanned WHERE disk_path = ?",
+                              [path_text(disk_path)]).fetchone()
         return row is not None and row[0] == size and abs(row[1] - mtime) < 1e-6
 
     def commit_import(self, files: list[dict[str, Any]], sources: list[dict[str, Any]],

@@ -20,6 +20,7 @@ from .db import Library
 from .durable import BatchWriter, clear_staging
 from .hashing import content_hash
 from .metadata import name_metadata
+from .pathtext import path_text
 from .scan import Failed, FoundMidi, Limits, Skipped, scan
 from .stages.sanitize import library_relpath
 
@@ -133,7 +134,7 @@ class Importer:
         """
         started = time.monotonic()
         inputs = [Path(p).resolve() for p in paths]
-        roots = set(inputs) | {Path(f).resolve() for f in folders}
+        roots = {Path(path_text(r)) for r in set(inputs) | {Path(f).resolve() for f in folders}}
         total = ImportSummary()
         unchanged = self.lib.unchanged if catch_up else None
         items = scan([str(r) for r in inputs], limits_from(self.cfg), unchanged=unchanged,
@@ -163,11 +164,12 @@ class Importer:
         scanned, self._carry = self._carry, {}
         for item in batch:
             origin = item.origin
+            stored = path_text(origin.path)
             if isinstance(item, FoundMidi):
-                folders, archives, levels, name = placement(origin.path, origin.members, roots)
+                folders, archives, levels, name = placement(stored, origin.members, roots)
                 found.append(_Pending(item, content_hash(item.data), levels, folders, archives, name))
-                scanned[origin.path] = {"disk_path": origin.path, "size": item.size, "mtime": item.mtime,
-                                        "seen_at": now, "outcome": "midi"}
+                scanned[stored] = {"disk_path": stored, "size": item.size, "mtime": item.mtime,
+                                   "seen_at": now, "outcome": "midi"}
             elif isinstance(item, Skipped):
                 out.skipped += 1
                 if not origin.members and item.reason != "unchanged":
@@ -214,7 +216,7 @@ class Importer:
                     out.imported += 1
                 else:
                     out.duplicates += 1
-                sources.append({"file_id": file_id, "origin": origin.display(), "disk_path": origin.path,
+                sources.append({"file_id": file_id, "origin": origin.display(), "disk_path": path_text(origin.path),
                                 "kind": "archive" if origin.members else "file", "size": p.item.size,
                                 "mtime": p.item.mtime, "seen_at": now, "missing": 0})
                 if self.cfg.sources.mode == "move" and not origin.members:
@@ -223,7 +225,7 @@ class Importer:
         except OSError as exc:
             writer.discard()
             raise LibraryWriteError(self.root, exc) from exc
-        open_path = batch[-1].origin.path
+        open_path = path_text(batch[-1].origin.path)
         if not last and open_path in scanned:
             self._carry[open_path] = scanned.pop(open_path)
         self.lib.commit_import(files, sources, tags, list(scanned.values()), failures)
@@ -247,8 +249,9 @@ class Importer:
             st = os.stat(path)
         except OSError:
             return
-        scanned[path] = {"disk_path": path, "size": st.st_size, "mtime": st.st_mtime, "seen_at": now,
-                         "outcome": outcome}
+        stored = path_text(path)
+        scanned[stored] = {"disk_path": stored, "size": st.st_size, "mtime": st.st_mtime, "seen_at": now,
+                           "outcome": outcome}
 
 
 class LibraryWriteError(RuntimeError):

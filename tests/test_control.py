@@ -75,6 +75,8 @@ def _raw_exchange(path: Path, payload: bytes) -> list[dict]:
 
 def test_request_reply_and_socket_mode(server: ControlServer) -> None:
     assert request(server.path, {"cmd": "echo", "value": "ünïcode ✓"}) == {"ok": True, "echo": "ünïcode ✓"}
+    latin1 = os.fsdecode(b"/packs/Caf\xe9 Pack")  # a path that is not UTF-8, as Python holds it
+    assert request(server.path, {"cmd": "echo", "value": latin1}) == {"ok": True, "echo": latin1}
     st = os.stat(server.path)
     assert stat.S_ISSOCK(st.st_mode)
     assert stat.S_IMODE(st.st_mode) == 0o660

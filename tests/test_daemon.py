@@ -18,6 +18,7 @@ import pytest
 from conftest import copied, write_config
 from notifysock import NotifySocket
 from midid.config import load_config
+from midid.pathtext import path_text
 from midid.runjob import run_import
 
 MIDICTL = [sys.executable, "-m", "midid.ctl"]
@@ -253,22 +254,27 @@ def test_restart_catches_up_and_kill_9_resumes(daemon_env, sample_midi) -> None:
     assert not staging.exists() or not any(staging.iterdir())
 
 
-def test_moves_and_deletes_update_sources(daemon_env, sample_midi) -> None:
+@pytest.mark.parametrize(("name", "new_name"), [(b"a.mid", b"moved.mid"), (b"caf\xe9.mid", b"d\xe9plac\xe9.mid")],
+                         ids=["utf8", "latin1"])
+def test_moves_and_deletes_update_sources(daemon_env, sample_midi, name: bytes, new_name: bytes) -> None:
+    """Also for a name that is not UTF-8 (stored with its bad bytes as \\xNN): the watcher's
+    events must find the rows the import wrote."""
     tmp_path, src, config, start = daemon_env
     (src / "sub").mkdir()
-    (src / "sub" / "a.mid").write_bytes(sample_midi[0].read_bytes())
+    first, moved = Path(os.fsdecode(name)), src / os.fsdecode(new_name)
+    (src / "sub" / first).write_bytes(sample_midi[0].read_bytes())
     d = start()
-    wait_until(lambda: "a.mid" in files_in_db(tmp_path), 60, "import")
-    (src / "sub" / "a.mid").rename(src / "moved.mid")
+    wait_until(lambda: path_text(first) in files_in_db(tmp_path), 60, "import")
+    (src / "sub" / first).rename(moved)
 
     def source_rows() -> list[tuple]:
         with sqlite3.connect(tmp_path / "midid.sqlite3") as conn:
             return conn.execute("SELECT disk_path, missing FROM sources").fetchall()
 
-    wait_until(lambda: source_rows() == [(str(src / "moved.mid"), 0)], 30, "move recorded")
-    (src / "moved.mid").unlink()
-    wait_until(lambda: source_rows() == [(str(src / "moved.mid"), 1)], 30, "delete recorded")
-    assert any((tmp_path / "library").rglob("a.mid")), "the library copy stays"
+    wait_until(lambda: source_rows() == [(path_text(moved), 0)], 30, "move recorded")
+    moved.unlink()
+    wait_until(lambda: source_rows() == [(path_text(moved), 1)], 30, "delete recorded")
+    assert len(list((tmp_path / "library").rglob("*.mid"))) == 1, "the library copy stays"
     assert d.stop() == 0
 
 

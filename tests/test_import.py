@@ -218,3 +218,36 @@ def test_placement_keeps_pack_structure() -> None:
     assert folders == ["x", "Bass"]
     assert placement("/in/packs/Sub/B.zip", ("k.mid",), roots)[2] == ["Sub", "B"]
     assert placement("/in/packs/Lofi.zip", ("Lofi/Keys/k.mid",), roots)[2] == ["Lofi", "Keys"]
+
+
+def test_names_that_are_not_utf8_are_imported_and_recognised_again(tmp_path: Path) -> None:
+    """Latin-1 names (an old Windows pack copied as is) in a folder and a file name: imported,
+    shown with their bad bytes as \\xNN, the source untouched, and found unchanged by the
+    catch-up scan (the text stored is the same each time)."""
+    from midid.config import load_config
+    from midid.db import Library
+    from midid.importer import Importer
+    from midid.pathtext import path_text
+
+    root = tmp_path / "packs"
+    folder = os.fsencode(root) + b"/Caf\xe9 Pack"
+    os.makedirs(folder)
+    with open(folder + b"/m\xe9lodie 120.mid", "wb") as f:
+        f.write(midi_bytes(0))
+    with open(folder + b"/broken \xff.zip", "wb") as f:
+        f.write(b"PK\x03\x04" + b"\x00" * 10)  # a damaged archive: an import error under this name
+    config = write_config(tmp_path)
+    s = run_import(config, root)
+    assert (s["imported"], s["errors"]) == (1, 1)
+    assert s["failed"][0]["path"] == f"{root}/Caf\\xe9 Pack/broken \\xff.zip"
+    assert db_rows(tmp_path, "SELECT origin FROM failures") == [(s["failed"][0]["path"],)]
+    name, pack, path = db_rows(tmp_path, "SELECT name, pack, path FROM files")[0]
+    assert (name, pack) == ("m\\xe9lodie 120.mid", "Caf\\xe9 Pack")
+    assert path.isascii() and (tmp_path / "library" / path).read_bytes() == midi_bytes(0)
+    assert ("bpm:120",) in db_rows(tmp_path, "SELECT tag FROM tags")
+    disk = os.fsdecode(folder + b"/m\xe9lodie 120.mid")
+    assert db_rows(tmp_path, "SELECT origin, disk_path FROM sources") == [(path_text(disk), path_text(disk))]
+    assert open(os.fsencode(disk), "rb").read() == midi_bytes(0)
+    cfg = load_config(config)
+    again = Importer(cfg, Library(cfg.database_path)).run([root], catch_up=True)
+    assert (again.seen, again.skipped, again.imported, again.duplicates) == (2, 2, 0, 0)
