@@ -182,6 +182,16 @@ class Config:
         return Path(self.library.path).expanduser()
 
     @property
+    def source_folders(self) -> list[Path]:
+        """``[sources] folders`` with ``~`` expanded, as for every path key: a desktop user's
+        config names ``~/Music/MIDI``."""
+        return [Path(f).expanduser() for f in self.sources.folders]
+
+    @property
+    def socket_path(self) -> Path:
+        return Path(self.control.socket).expanduser()
+
+    @property
     def database_path(self) -> Path:
         if self.library.database:
             return Path(self.library.database).expanduser()

@@ -379,7 +379,7 @@ def _daemon(ctx: click.Context, msg: dict[str, Any]) -> dict[str, Any]:
 
     cfg = _config(ctx)
     try:
-        reply = request(Path(cfg.control.socket), msg)
+        reply = request(cfg.socket_path, msg)
     except DaemonNotRunning as exc:
         raise Fatal(f"{exc}; start it with `systemctl start midid`") from None
     except PermissionError as exc:
@@ -464,7 +464,7 @@ def _tell_daemon_reload(main: Path) -> None:
 
     try:
         cfg = load_config(main)
-        reply = request(Path(cfg.control.socket), {"cmd": "reload"})
+        reply = request(cfg.socket_path, {"cmd": "reload"})
     except (DaemonNotRunning, ConfigError, OSError):
         return
     if not reply.get("ok"):

@@ -184,11 +184,11 @@ class Daemon:
         from .control import ControlServer
         from .watch import SourceWatcher
 
-        self.control = ControlServer(Path(self.cfg.control.socket), self.handle, group=self.cfg.control.group)
+        self.control = ControlServer(self.cfg.socket_path, self.handle, group=self.cfg.control.group)
         self.control.start()
         if self.cfg.watch.enabled:
             self.watcher = SourceWatcher(
-                [Path(f) for f in self.cfg.sources.folders], settle_s=self.cfg.watch.settle_s,
+                self.cfg.source_folders, settle_s=self.cfg.watch.settle_s,
                 on_ready=lambda paths: self.requests.put(lambda: self._queue_paths(paths)),
                 on_moved=lambda pairs: self.requests.put(lambda: self._moved(pairs)),
                 on_deleted=lambda paths: self.requests.put(lambda: self._deleted(paths)),
@@ -269,7 +269,7 @@ class Daemon:
         first = self.lib.next_file_id()  # type: ignore[union-attr]
         try:
             job.summary = self.importer.run(job.paths, catch_up=job.catch_up, progress=self._import_progress,
-                                            folders=self.cfg.sources.folders)
+                                            folders=self.cfg.source_folders)
         except _Stopping:
             job.error = "the daemon stopped during this import; start it again and repeat the import"
             job.finished.set()
@@ -378,13 +378,13 @@ class Daemon:
             log.error("config reload failed, keeping the old config: %s", exc)
             self.notifier.ready()
             return
-        old_folders = set(self.cfg.sources.folders)
+        old_folders = {str(f.resolve()) for f in self.cfg.source_folders}
         self.cfg = cfg
         self.engine.cfg = cfg  # type: ignore[union-attr]
         self.importer.cfg = cfg
         if self.watcher is not None:
-            self.watcher.set_folders([Path(f) for f in cfg.sources.folders])
-        new = [f for f in self._existing_folders(cfg) if f not in {str(Path(o).resolve()) for o in old_folders}]
+            self.watcher.set_folders(cfg.source_folders)
+        new = [f for f in self._existing_folders(cfg) if f not in old_folders]
         if new:
             self.jobs.append(ImportJob(new, catch_up=True))
         if self.devices is not None:
@@ -399,7 +399,7 @@ class Daemon:
     @staticmethod
     def _existing_folders(cfg: Config) -> list[str]:
         """Source folders as the watcher reports them (resolved), so paths match the rows."""
-        return [str(Path(f).resolve()) for f in cfg.sources.folders if Path(f).exists()]
+        return [str(f.resolve()) for f in cfg.source_folders if f.exists()]
 
     def _message(self, text: str) -> None:
         if text not in self.messages:
@@ -420,9 +420,9 @@ class Daemon:
         if self.blocked:
             text += ", library disk full"
         self.notifier.status(text)
-        sources = [{"path": f, "watching": bool(self.watcher) and Path(f).exists(),
-                    "polling": bool(self.watcher) and Path(f).resolve() in getattr(self.watcher, "polling", set())}
-                   for f in self.cfg.sources.folders]
+        sources = [{"path": str(f), "watching": bool(self.watcher) and f.exists(),
+                    "polling": bool(self.watcher) and f.resolve() in getattr(self.watcher, "polling", set())}
+                   for f in self.cfg.source_folders]
         with self.snapshot_lock:
             self.snapshot = {"sources": sources, "devices": devices, "status_line": text,
                              "queued": {"import": sum(len(j.paths) for j in self.jobs)},

@@ -205,7 +205,7 @@ class DeviceManager:
         if mount is None and waited >= self.cfg.export.mount_wait_s:
             if self.cfg.export.auto_mount and att.state != "not mounted":
                 try:
-                    mount = mount_device(att.dev.devnode, Path(self.cfg.export.mount_root))
+                    mount = mount_device(att.dev.devnode, Path(self.cfg.export.mount_root).expanduser())
                     att.auto_mounted = True
                 except (OSError, RuntimeError, ValueError) as exc:
                     att.state, att.message = "not mounted", f"auto-mount failed: {exc}"

@@ -14,7 +14,6 @@ import os
 import threading
 import time
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -299,7 +298,7 @@ def daemon_import(cfg: Config, paths: list[str], *, wait: bool, show_progress: b
     """Hand the paths to a running daemon; None when no daemon listens (run locally then)."""
     from .control import DaemonNotRunning, request, request_stream
 
-    sock = Path(cfg.control.socket)
+    sock = cfg.socket_path
     try:
         if not wait:
             reply = request(sock, {"cmd": "import", "paths": paths, "wait": False})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -19,7 +18,7 @@ def collect_status(cfg: Config) -> dict[str, Any]:
 
     live: dict[str, Any] = {}
     try:
-        reply = request(Path(cfg.control.socket), {"cmd": "status"}, timeout=2.0)
+        reply = request(cfg.socket_path, {"cmd": "status"}, timeout=2.0)
         if reply.get("ok"):
             live = reply
     except (DaemonNotRunning, OSError, ValueError):
@@ -28,7 +27,7 @@ def collect_status(cfg: Config) -> dict[str, Any]:
     status: dict[str, Any] = {"daemon": daemon, "stages": {s: {"done": 0, "queued": 0, "failed": 0, "rate": 0.0}
                                                            for s in STAGES},
                               "sources": live.get("sources") or [{"path": f, "watching": False}
-                                                                 for f in cfg.sources.folders],
+                                                                 for f in map(str, cfg.source_folders)],
                               "devices": live.get("devices") or [], "errors": []}
     if cfg.database_path.exists():
         lib = Library(cfg.database_path, readonly=True)

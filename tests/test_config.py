@@ -114,3 +114,15 @@ def test_midictl_config_commands(tmp_path: Path) -> None:
     assert run(cli, ["--config", str(main), "config", "get", "rename.enabled"]).output.strip() == "false"
     again = run(cli, ["--config", str(main), "config", "unset", "rename.enabled"])
     assert again.exit_code == 0 and "rename.enabled is not set by midictl; nothing to do" in again.output
+
+
+def test_path_keys_expand_the_home_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    main = tmp_path / "midid.toml"
+    main.write_text('[library]\npath = "~/lib"\n[sources]\nfolders = ["~/Music/MIDI", "/srv/packs"]\n'
+                    '[control]\nsocket = "~/.midid.sock"\n')
+    cfg = load_config(main)
+    assert cfg.source_folders == [tmp_path / "Music" / "MIDI", Path("/srv/packs")]
+    assert cfg.socket_path == tmp_path / ".midid.sock"
+    assert cfg.library_path == tmp_path / "lib" and cfg.database_path == tmp_path / "midid.sqlite3"
+    assert cfg.sources.folders[0] == "~/Music/MIDI"  # shown and saved as written

@@ -278,13 +278,15 @@ def test_moves_and_deletes_update_sources(daemon_env, sample_midi, name: bytes, 
     assert d.stop() == 0
 
 
-def test_pause_resume_rescan_and_retry_failed(tmp_path: Path, sample_midi) -> None:
+def test_pause_resume_rescan_and_retry_failed(tmp_path: Path, sample_midi, monkeypatch) -> None:
     """The commands a user steers the daemon with, each shown to do what it says: nothing is
     imported while paused; a file the watcher cannot see (watching off) arrives on `rescan`;
-    a file an older midid failed on is analysed on `retry-failed`."""
+    a file an older midid failed on is analysed on `retry-failed`. The source folder is
+    written as a desktop user would, under ``~``."""
+    monkeypatch.setenv("HOME", str(tmp_path))
     src = tmp_path / "src"
     src.mkdir()
-    config = write_config(tmp_path, f'[sources]\nfolders = ["{src}"]\n[watch]\nenabled = false\n'
+    config = write_config(tmp_path, '[sources]\nfolders = ["~/src"]\n[watch]\nenabled = false\n'
                                     "[ray]\nnum_cpus = 2\nobject_store_mb = 100\n[pipeline]\nanalyze_actors = 1\n"
                                     "[export]\nenabled = false\n")
     assert run_import(load_config(config), [str(copied(sample_midi[:1], tmp_path / "first"))])["analysed"] == 1
@@ -301,6 +303,7 @@ def test_pause_resume_rescan_and_retry_failed(tmp_path: Path, sample_midi) -> No
         assert s["stages"]["analyze"]["failed"] == 1
         assert [e["error"] for e in s["errors"]] == ["analysis crashed (an older midid)"]
         assert "midictl retry-failed" in ctl(config, "status").stdout
+        assert s["sources"] == [{"path": str(src), "watching": False, "polling": False}]
 
         assert ctl(config, "pause").returncode == 0
         wait_until(lambda: status(config)["daemon"]["state"] == "paused", 10, "paused")
