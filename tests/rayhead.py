@@ -155,3 +155,16 @@ def skip_on_client_server_flake(log_text: str) -> None:
     if fault is not None:
         pytest.skip(f"Ray Client's server failed to start this client's server ({fault!r}, "
                     "a Ray flake): the path behind a working ray:// join was not reached this time")
+
+
+def skip_if_client_port_closed(client_port: int, temp_dir: Path) -> None:
+    """Skip when the head's Ray Client server no longer listens on its port, as the test sees
+    it (not through midid). Seen once in ~20 full-suite runs: after a client session was lost,
+    the head's port refused every connection, so every rejoin failed and midid ran on a local
+    Ray, as designed. That is Ray's fault, and the path behind a working join cannot be
+    tested that time."""
+    import pytest
+
+    if not _listening(client_port):
+        pytest.skip(f"the head's Ray Client server stopped listening on port {client_port} (a Ray "
+                    f"flake); its log:\n{client_server_log(temp_dir, 600)}")

@@ -19,7 +19,7 @@ import midid
 from conftest import write_config
 from loopdev import loop_drive, require_loop
 from rayhead import (client_server_log, client_servers, free_port, head_processes, head_workers, hold, kill,
-                     remove_head, skip_on_client_server_flake, start_head)
+                     remove_head, skip_if_client_port_closed, skip_on_client_server_flake, start_head)
 from test_daemon import Daemon, files_in_db, status, wait_until
 from test_pipeline import _LostRunner
 
@@ -109,6 +109,8 @@ def test_a_ray_head_lost_mid_run_falls_back_to_a_local_ray_and_loses_nothing(
         try:
             workers = wait_until(lambda: head_workers(temp_dir), 60, "the pools on the cluster")
         except AssertionError:
+            if scheme:
+                skip_if_client_port_closed(client_port, temp_dir)
             raise AssertionError(f"the pools do not run on the cluster; the daemon's log:\n"
                                  f"{(tmp_path / 'daemon.log').read_text()[-4000:]}\n"
                                  f"the head's Ray Client server:\n{client_server_log(temp_dir)}") from None
