@@ -32,7 +32,7 @@ from .engine import Engine, ray_runner
 from .importer import Importer, ImportSummary, LibraryWriteError
 from .logsetup import setup_logging, stacks_on_sigusr1
 from .notify import Heartbeat, Notifier, WatchdogPinger, watchdog_interval_s
-from .pathtext import path_text
+from .pathtext import disk_path, path_text
 from .pool import NoWorkers
 from .runjob import ImportJobError, open_library, writer_lock
 
@@ -353,6 +353,11 @@ class Daemon:
                         "UPDATE OR REPLACE sources SET disk_path = ?, origin = ?, missing = 0 WHERE id = ?",
                         [new, new + origin[len(old):], sid])
                 self.lib.db.execute("UPDATE OR REPLACE scanned SET disk_path = ? WHERE disk_path = ?", [new, old])
+                # Its import failures follow it too (a file that failed is imported again
+                # under its new name below, and that run replaces them).
+                self.lib.db.execute(
+                    "UPDATE OR REPLACE failures SET origin = ? || substr(origin, ?) WHERE stage = 'import'"
+                    " AND (origin = ? OR (origin > ? AND origin < ?))", [new, len(old) + 1, old, old + "!", old + '"'])
                 if not rows:
                     unknown.append(new_path)  # e.g. a download renamed from x.zip.part to x.zip
         self._queue_paths(unknown)
@@ -368,6 +373,7 @@ class Daemon:
                 "UPDATE sources SET missing = 1 WHERE disk_path = ? OR disk_path LIKE ? ESCAPE '\\'", args)
             self.lib.db.conn.executemany(
                 "DELETE FROM scanned WHERE disk_path = ? OR disk_path LIKE ? ESCAPE '\\'", args)
+        self.lib.forget_import_failures(texts)
 
     def _reload(self) -> None:
         self.notifier.reloading()
@@ -682,10 +688,20 @@ class Daemon:
             beater.join()
 
     def _retry_failed(self) -> None:
+        """Split and analysis again for files that failed them, and a new import of the
+        on-disk files that failed to import (a new midid may read what an older one could not;
+        each run replaces their old failures). Failures of files gone from disk are dropped."""
         assert self.lib is not None and self.engine is not None
         count = self.lib.retry_failed()
         self.engine.rewind()
-        log.info("retrying %d failed file(s)", count)
+        stored = self.lib.import_failure_paths()
+        on_disk = {text: disk_path(text) for text in stored}
+        present = [path for path in on_disk.values() if os.path.lexists(path)]
+        self.lib.forget_import_failures([text for text, path in on_disk.items() if not os.path.lexists(path)])
+        if present:
+            self.jobs.append(ImportJob(present))
+        log.info("retrying %d file(s) that failed split or analysis and importing %d file(s) again",
+                 count, len(present))
 
     def _follow(self, job: ImportJob) -> Iterator[dict[str, Any]]:
         while not job.finished.wait(0.5):

@@ -213,8 +213,13 @@ class Library:
 
     def commit_import(self, files: list[dict[str, Any]], sources: list[dict[str, Any]],
                       tags: list[dict[str, Any]], scanned: list[dict[str, Any]],
-                      failures: list[dict[str, Any]]) -> None:
+                      failures: list[dict[str, Any]], *, run_started: float = 0.0) -> None:
         """One import batch in one transaction. `files` rows carry their id (pre-allocated).
+
+        An on-disk file in `scanned` keeps only the import failures of this run (the one that
+        began at `run_started`): an older failure of it, or of a member of it, was of a file
+        since replaced, or of one an older midid could not read, and must not linger in
+        `midictl status`.
 
         The hot tables are written with plain `executemany` on fixed column lists: per-row
         type inspection in a generic inserter costs more than SQLite itself at thousands of
@@ -240,6 +245,11 @@ class Library:
                 conn.executemany("INSERT OR REPLACE INTO scanned(disk_path, size, mtime, seen_at, outcome)"
                                  " VALUES (?, ?, ?, ?, ?)",
                                  [(r["disk_path"], r["size"], r["mtime"], r["seen_at"], r["outcome"]) for r in scanned])
+                # "path" and "path!member ...": the range of "!" (0x21) up to '"' (0x22) after it.
+                conn.executemany("DELETE FROM failures WHERE stage = 'import' AND at < ? AND (origin = ?"
+                                 " OR (origin > ? AND origin < ?))",
+                                 [(run_started, r["disk_path"], r["disk_path"] + "!", r["disk_path"] + '"')
+                                  for r in scanned])
             if failures:
                 self.db["failures"].upsert_all(failures, pk=("origin", "stage"), batch_size=500)
             self._progress("import", len(files), len(failures), now)
@@ -379,6 +389,27 @@ class Library:
             else:
                 self.db.execute("UPDATE files SET error = ?, error_stage = ? WHERE id = ?", [error, stage, file_id])
             self._progress(stage, 1, 1, time.time())
+
+    def import_failure_paths(self) -> list[str]:
+        """The on-disk files (as stored: :func:`.pathtext.path_text`) behind the import
+        failures: the file itself, or the outermost archive of a failed member. An origin is
+        ``path!member!...`` and a path may itself hold "!", so each cut is looked up."""
+        found: set[str] = set()
+        for (origin,) in self.db.execute("SELECT DISTINCT origin FROM failures WHERE stage = 'import'"):
+            cuts = [origin] + [origin[:i] for i, ch in enumerate(origin) if ch == "!"]
+            found.update(c for c in cuts if self.db.execute(
+                "SELECT 1 FROM scanned WHERE disk_path = ?", [c]).fetchone())
+        return sorted(found)
+
+    def forget_import_failures(self, paths: Iterable[str]) -> None:
+        """Drop the import failures of these on-disk files or folders (as stored), of an
+        archive's members and of everything in a folder: they are gone (or moved), nothing is
+        left to retry there. Each is an index range: "path!" up to 'path"', "path/" up to "path0"."""
+        with self.db.atomic():
+            self.db.conn.executemany(
+                "DELETE FROM failures WHERE stage = 'import' AND (origin = ? OR (origin > ? AND origin < ?)"
+                " OR (origin > ? AND origin < ?))",
+                [(p, p + "!", p + '"', p + "/", p + "0") for p in paths])
 
     def retry_failed(self) -> int:
         """Clear per-file errors so the queues pick the files up again."""

@@ -133,6 +133,7 @@ class Importer:
         file is placed relative to the nearest of them, so its pack keeps its name.
         """
         started = time.monotonic()
+        self._run_started = time.time()
         inputs = [Path(p).resolve() for p in paths]
         roots = {Path(path_text(r)) for r in set(inputs) | {Path(f).resolve() for f in folders}}
         total = ImportSummary()
@@ -228,7 +229,7 @@ class Importer:
         open_path = path_text(batch[-1].origin.path)
         if not last and open_path in scanned:
             self._carry[open_path] = scanned.pop(open_path)
-        self.lib.commit_import(files, sources, tags, list(scanned.values()), failures)
+        self.lib.commit_import(files, sources, tags, list(scanned.values()), failures, run_started=self._run_started)
         for source in moved:
             try:
                 source.unlink()

@@ -12,6 +12,9 @@ this text.
 from __future__ import annotations
 
 import os
+import re
+
+_ESCAPED = re.compile(rb"\\x([0-9a-f]{2})")
 
 
 def path_text(path: str | os.PathLike[str]) -> str:
@@ -22,3 +25,11 @@ def path_text(path: str | os.PathLike[str]) -> str:
     except UnicodeEncodeError:
         return os.fsencode(text).decode("utf-8", "backslashreplace")
     return text
+
+
+def disk_path(text: str) -> str:
+    """The path on disk that :func:`path_text` wrote as ``text``: ``text`` itself when it
+    exists (a name may hold a literal ``\\x41``), else with its ``\\xNN`` read back as bytes."""
+    if "\\x" not in text or os.path.lexists(text):
+        return text
+    return os.fsdecode(_ESCAPED.sub(lambda m: bytes([int(m.group(1), 16)]), text.encode("utf-8")))

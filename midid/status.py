@@ -77,7 +77,7 @@ def render_status(status: dict[str, Any], console: Console) -> None:
     for message in status.get("daemon_messages", []):
         console.print(f"[yellow]![/yellow] {message}", highlight=False)
     if status["errors"]:
-        console.print("[bold]latest errors[/bold] (fix the file, then `midictl retry-failed`)")
+        console.print("[bold]latest errors[/bold] (`midictl retry-failed` tries them all again)")
         for e in status["errors"]:
             when = time.strftime("%H:%M:%S", time.localtime(e["at"])) if e.get("at") else ""
             console.print(f"  {when} [red]{e['stage']}[/red] {e['path']}: {e['error']}", highlight=False)

@@ -275,6 +275,15 @@ def test_moves_and_deletes_update_sources(daemon_env, sample_midi, name: bytes, 
     moved.unlink()
     wait_until(lambda: source_rows() == [(path_text(moved), 1)], 30, "delete recorded")
     assert len(list((tmp_path / "library").rglob("*.mid"))) == 1, "the library copy stays"
+    # A file that failed to import is listed while it is there, under its name as it moves.
+    broken = src / os.fsdecode(name.replace(b".mid", b".zip"))
+    broken.write_bytes(b"PK\x03\x04" + b"\x00" * 10)
+    wait_until(lambda: [e["path"] for e in status(config)["errors"]] == [path_text(broken)], 30, "the failure")
+    broken.rename(moved.with_suffix(".zip"))
+    wait_until(lambda: [e["path"] for e in status(config)["errors"]] == [path_text(moved.with_suffix(".zip"))],
+               30, "the failure under the new name")
+    moved.with_suffix(".zip").unlink()
+    wait_until(lambda: status(config)["errors"] == [], 30, "the failure forgotten with its file")
     assert d.stop() == 0
 
 
@@ -291,17 +300,28 @@ def test_pause_resume_rescan_and_retry_failed(tmp_path: Path, sample_midi, monke
                                     "[export]\nenabled = false\n")
     assert run_import(load_config(config), [str(copied(sample_midi[:1], tmp_path / "first"))])["analysed"] == 1
     db = tmp_path / "midid.sqlite3"
+    # Files an older midid failed to import: one still on disk, one gone since.
+    unread_file = tmp_path / "old" / "older.mid"
+    unread_file.parent.mkdir()
+    unread_file.write_bytes(sample_midi[2].read_bytes() + b"older")  # not the file rescanned below
     with sqlite3.connect(db) as conn:
         (failed_id,) = conn.execute("SELECT id FROM files").fetchone()
         conn.execute("DELETE FROM analysis WHERE file_id = ?", [failed_id])
         conn.execute("UPDATE files SET error = 'analysis crashed (an older midid)', error_stage = 'analyze',"
                      " analysed_at = NULL WHERE id = ?", [failed_id])
+        for path in (unread_file, tmp_path / "gone.zip"):
+            conn.execute("INSERT INTO failures(origin, stage, error, at) VALUES (?, 'import', ?, 1)",
+                         [str(path), f"could not read {path.name} (an older midid)"])
+            conn.execute("INSERT INTO scanned(disk_path, size, mtime, seen_at, outcome) VALUES (?, 1, 1, 1, 'failed')",
+                         [str(path)])
     d = Daemon(tmp_path, config)
     try:
         d.ready()
         s = status(config)
-        assert s["stages"]["analyze"]["failed"] == 1
-        assert [e["error"] for e in s["errors"]] == ["analysis crashed (an older midid)"]
+        assert s["stages"]["analyze"]["failed"] == 1 and s["stages"]["import"]["failed"] == 2
+        assert sorted(e["error"] for e in s["errors"]) == sorted([
+            "analysis crashed (an older midid)", "could not read older.mid (an older midid)",
+            "could not read gone.zip (an older midid)"])
         assert "midictl retry-failed" in ctl(config, "status").stdout
         assert s["sources"] == [{"path": str(src), "watching": False, "polling": False}]
 
@@ -328,7 +348,9 @@ def test_pause_resume_rescan_and_retry_failed(tmp_path: Path, sample_midi, monke
             row = conn.execute("SELECT f.error, f.analysed_at IS NOT NULL, a.category FROM files f"
                                " LEFT JOIN analysis a ON a.file_id = f.id WHERE f.id = ?", [failed_id]).fetchone()
         assert row[0] is None and row[1] and row[2]
-        assert status(config)["errors"] == []
+        wait_until(lambda: files_in_db(tmp_path).get("older.mid"), 60, "the new import of what failed")
+        s = status(config)
+        assert s["errors"] == [] and s["stages"]["import"]["failed"] == 0
         assert d.stop() == 0
     finally:
         if d.proc.poll() is None:

@@ -15,8 +15,11 @@ from click.testing import CliRunner
 from archives import (TarMember, midi_bytes, rmid_wrap, truncate, write_7z, write_rar4, RarMember,
                       write_tar, write_zero_bomb, write_zip, write_zip_symlink)
 from conftest import DATA, write_config
+from midid.config import load_config
 from midid.ctl import cli
-from midid.importer import placement
+from midid.db import Library
+from midid.importer import Importer, placement
+from midid.pathtext import path_text
 
 KEYS = {"seen", "imported", "duplicates", "skipped", "errors", "elapsed_s", "failed"}
 
@@ -224,11 +227,6 @@ def test_names_that_are_not_utf8_are_imported_and_recognised_again(tmp_path: Pat
     """Latin-1 names (an old Windows pack copied as is) in a folder and a file name: imported,
     shown with their bad bytes as \\xNN, the source untouched, and found unchanged by the
     catch-up scan (the text stored is the same each time)."""
-    from midid.config import load_config
-    from midid.db import Library
-    from midid.importer import Importer
-    from midid.pathtext import path_text
-
     root = tmp_path / "packs"
     folder = os.fsencode(root) + b"/Caf\xe9 Pack"
     os.makedirs(folder)
@@ -251,3 +249,30 @@ def test_names_that_are_not_utf8_are_imported_and_recognised_again(tmp_path: Pat
     cfg = load_config(config)
     again = Importer(cfg, Library(cfg.database_path)).run([root], catch_up=True)
     assert (again.seen, again.skipped, again.imported, again.duplicates) == (2, 2, 0, 0)
+
+
+def test_an_import_failure_lasts_only_as_long_as_the_file_is_broken(tmp_path: Path) -> None:
+    """A damaged download shows in `midictl status` until it is replaced by a good one and
+    imported again; a member of an archive that is still damaged stays listed, once."""
+    src = tmp_path / "src"
+    src.mkdir()
+    pack = src / "Pack!1.zip"  # a "!" in the name, as in an archive member's origin
+    pack.write_bytes(b"PK\x03\x04" + b"\x00" * 10)
+    config = write_config(tmp_path)
+    assert run_import(config, src)["errors"] == 1
+    failures = "SELECT origin FROM failures ORDER BY origin"
+    assert db_rows(tmp_path, failures) == [(str(pack),)]
+    lib = Library(load_config(config).database_path)
+    assert lib.import_failure_paths() == [str(pack)]
+    write_zip(pack, {"good.mid": midi_bytes(0), "inner.zip": b"PK\x03\x04" + b"\x00" * 10})
+    again = run_import(config, src)
+    assert (again["imported"], again["errors"]) == (1, 1)
+    assert db_rows(tmp_path, failures) == [(f"{pack}!inner.zip",)]
+    assert lib.import_failure_paths() == [str(pack)]  # the archive, not its member
+    assert run_import(config, src)["errors"] == 1
+    assert db_rows(tmp_path, failures) == [(f"{pack}!inner.zip",)]
+    write_zip(pack, {"good.mid": midi_bytes(0)})
+    assert run_import(config, src)["errors"] == 0
+    assert db_rows(tmp_path, failures) == []
+    result = CliRunner().invoke(cli, ["--config", str(config), "status", "--json"])
+    assert json.loads(result.output)["errors"] == []
