@@ -32,8 +32,8 @@ from libarchive.entry import ArchiveEntry
 from libarchive.exception import ArchiveError
 from libarchive.read import new_archive_read
 
-from midid.sniff import COMPRESSED_STREAM_MAGICS, SNIFF_BYTES, midi_payload, sniff_kind
 from midid.pathtext import path_text
+from midid.sniff import COMPRESSED_STREAM_MAGICS, SNIFF_BYTES, midi_payload, sniff_kind
 
 log = logging.getLogger(__name__)
 
