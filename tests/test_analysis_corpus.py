@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -279,6 +280,18 @@ def test_analyze_paths_gives_one_row_per_input_in_order(tmp_path: Path) -> None:
     console.print(render_table(rows))
     out = console.export_text()
     assert "Drums" in out and "not a MIDI file" in out
+
+
+def test_what_cannot_be_analysed_says_what_to_do_instead(tmp_path: Path) -> None:
+    pack = tmp_path / "pack.zip"
+    with zipfile.ZipFile(pack, "w") as archive:
+        archive.writestr("loop.mid", GROOVE_FILE.read_bytes())
+    rows = list(analyze_paths([str(tmp_path), str(pack), str(tmp_path / "gone.mid")]))
+    assert [r["error"] for r in rows] == [
+        "a folder: `midictl analyze` takes MIDI files (`midictl import` reads folders and archives)",
+        "an archive, not a MIDI file (`midictl import` reads folders and archives)",
+        "cannot read the file: No such file or directory",
+    ]
 
 
 def test_filename_bpm_reaches_the_analysis(tmp_path: Path) -> None:

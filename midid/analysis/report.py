@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.table import Table
 
 from ..metadata import name_metadata
-from ..sniff import midi_payload
+from ..sniff import SNIFF_BYTES, midi_payload, sniff_kind
 from .analyze import analyze_bytes
 from .model import Analysis, AnalysisError
 
@@ -44,18 +44,28 @@ def _failed(path: str, error: str) -> dict:
     return {"path": path, "ok": False, "error": error, **dict.fromkeys(ANALYSIS_KEYS)}
 
 
+_IMPORT_HINT = "`midictl import` reads folders and archives"
+
+
 def _analyze_path(path: str) -> Analysis:
     p = Path(path)
+    if p.is_dir():
+        raise AnalysisError(f"a folder: `midictl analyze` takes MIDI files ({_IMPORT_HINT})")
     if p.stat().st_size > MAX_FILE_BYTES:
         raise AnalysisError(f"file is larger than {MAX_FILE_BYTES // 2**20} MiB")
-    data = midi_payload(p.read_bytes())
+    raw = p.read_bytes()
+    data = midi_payload(raw)
     if data is None:
+        if sniff_kind(raw[:SNIFF_BYTES]) == "archive":
+            raise AnalysisError(f"an archive, not a MIDI file ({_IMPORT_HINT})")
         raise AnalysisError("not a MIDI file (no MThd header)")
     meta = name_metadata(p.name, folders=p.parent.parts[-2:])
     return analyze_bytes(data, filename_bpm=meta.bpm, prior_tags=[t.tag for t in meta.tags])
 
 
 def _one_line(err: Exception) -> str:
+    if isinstance(err, OSError) and err.strerror:
+        return f"cannot read the file: {err.strerror}"
     text = str(err) if isinstance(err, AnalysisError) else f"{type(err).__name__}: {err}"
     return " ".join(text.split()) or type(err).__name__
 
