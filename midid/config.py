@@ -11,6 +11,7 @@ one is a one-line `ConfigError` naming the key, the value and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import tomllib
@@ -242,7 +243,8 @@ def _coerce(key: str, value: Any, tp: Any, f: dataclasses.Field[Any]) -> Any:
     if get_origin(tp) is list:
         (item_tp,) = get_args(tp)
         if not isinstance(value, list):
-            raise bad
+            example = json.dumps([value], ensure_ascii=False, default=str)
+            raise ConfigError(f"{key} = {value!r} is not allowed; expected {allowed}, e.g. {example}")
         if dataclasses.is_dataclass(item_tp):
             value = [_build(item_tp, item, f"{key}[{i}]") for i, item in enumerate(value)]
         elif not all(isinstance(v, item_tp) for v in value):

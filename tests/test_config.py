@@ -103,6 +103,9 @@ def test_midictl_config_commands(tmp_path: Path) -> None:
     shown = run(cli, ["--config", str(main), "config", "show", "--origin"]).output
     assert "rename.enabled = true    # " in shown and "50-midictl.toml" in shown
     assert f"library.path = \"{tmp_path}/lib\"    # {main}" in shown
+    one = run(cli, ["--config", str(main), "config", "set", "sources.folders", "/srv/packs"])
+    assert one.exit_code == 2
+    assert 'expected a list of folder paths, e.g. ["/srv/packs"]' in one.output
     bad = run(cli, ["--config", str(main), "config", "set", "sources.mode", "teleport"])
     assert bad.exit_code == 2 and "sources.mode" in bad.output and "teleport" in bad.output
     unknown = run(cli, ["--config", str(main), "config", "get", "nope.key"])
