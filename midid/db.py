@@ -213,8 +213,14 @@ class Library:
 
     def commit_import(self, files: list[dict[str, Any]], sources: list[dict[str, Any]],
                       tags: list[dict[str, Any]], scanned: list[dict[str, Any]],
-                      failures: list[dict[str, Any]], *, run_started: float = 0.0) -> None:
+                      failures: list[dict[str, Any]], *, aliases: Sequence[tuple[int, str, str]] = (),
+                      run_started: float = 0.0) -> None:
         """One import batch in one transaction. `files` rows carry their id (pre-allocated).
+
+        `aliases` are (file id, name, pack) of duplicates met under another name or in another
+        pack: `midictl find --text` finds a file by any name it came under. Each is added once,
+        and a file's aliases stop growing at ALIAS_TEXT_MAX characters (a kick in a thousand
+        packs).
 
         An on-disk file in `scanned` keeps only the import failures of this run (the one that
         began at `run_started`): an older failure of it, or of a member of it, was of a file
@@ -241,6 +247,13 @@ class Library:
             if tags:
                 conn.executemany("INSERT OR IGNORE INTO tags(file_id, tag, source) VALUES (?, ?, ?)",
                                  [(t["file_id"], t["tag"], t["source"]) for t in tags])
+            if aliases:  # instr() of "" is 1: an empty pack adds nothing
+                conn.executemany("UPDATE search SET name = name || ' ' || ? WHERE rowid = ?"
+                                 " AND instr(name, ?) = 0 AND length(name) < ?",
+                                 [(name, fid, name, ALIAS_TEXT_MAX) for fid, name, _ in aliases])
+                conn.executemany("UPDATE search SET pack = pack || ' ' || ? WHERE rowid = ?"
+                                 " AND instr(pack, ?) = 0 AND length(pack) < ?",
+                                 [(pack, fid, pack, ALIAS_TEXT_MAX) for fid, _, pack in aliases])
             if scanned:
                 conn.executemany("INSERT OR REPLACE INTO scanned(disk_path, size, mtime, seen_at, outcome)"
                                  " VALUES (?, ?, ?, ?, ?)",
@@ -495,6 +508,7 @@ class Library:
         return list(self.db.query(f"SELECT * FROM files WHERE id IN ({marks})", list(ids)))
 
 
+ALIAS_TEXT_MAX = 2000  # characters of a search row's name or pack that aliases may fill
 FILE_COLUMNS = ("id", "hash", "size", "path", "name", "pack", "format", "tracks", "parent_id", "part_index",
                 "added_at", "sanitized_at", "split_at", "split_parts")
 SOURCE_COLUMNS = ("file_id", "origin", "disk_path", "kind", "size", "mtime", "seen_at", "missing")

@@ -186,6 +186,7 @@ class Importer:
         files: list[dict[str, object]] = []
         sources: list[dict[str, object]] = []
         tags: list[dict[str, object]] = []
+        aliases: list[tuple[int, str, str]] = []
         taken_in_batch: set[str] = set()
         new_ids: dict[str, int] = {}
         next_id = self.lib.next_file_id()
@@ -217,6 +218,7 @@ class Importer:
                     out.imported += 1
                 else:
                     out.duplicates += 1
+                    aliases.append((file_id, p.name, p.levels[0] if p.levels else ""))
                 sources.append({"file_id": file_id, "origin": origin.display(), "disk_path": path_text(origin.path),
                                 "kind": "archive" if origin.members else "file", "size": p.item.size,
                                 "mtime": p.item.mtime, "seen_at": now, "missing": 0})
@@ -229,7 +231,8 @@ class Importer:
         open_path = path_text(batch[-1].origin.path)
         if not last and open_path in scanned:
             self._carry[open_path] = scanned.pop(open_path)
-        self.lib.commit_import(files, sources, tags, list(scanned.values()), failures, run_started=self._run_started)
+        self.lib.commit_import(files, sources, tags, list(scanned.values()), failures, aliases=aliases,
+                               run_started=self._run_started)
         for source in moved:
             try:
                 source.unlink()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import mido
@@ -46,13 +48,15 @@ def find_json(config: Path, *args: str) -> list[dict]:
 @pytest.fixture(scope="module")
 def library(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A config whose library holds the pack above, the repo's two Groove files and its POP909
-    song (split into its three tracks), and one duplicate of the kick loop under another name."""
+    song (split into its three tracks), and one duplicate of the kick loop under another name
+    in another pack."""
     root = tmp_path_factory.mktemp("search")
     pack = root / "Producer Pack"
     pack.mkdir()
     for name, data in pack_files().items():
         (pack / name).write_bytes(data)
-    (pack / "kick copy.mid").write_bytes(pack_files()["Kick Loop 128.mid"])
+    (pack / "Other Pack").mkdir()
+    (pack / "Other Pack" / "kick copy.mid").write_bytes(pack_files()["Kick Loop 128.mid"])
     for f in sorted((DATA / "midi").glob("*.mid")):
         (pack / f.name).write_bytes(f.read_bytes())
     config = write_config(root)
@@ -108,6 +112,18 @@ def test_find_by_category_any_case_and_tag_and_text(library: Path) -> None:
     assert all("kick" in r["tags"] for r in kicks)
     assert [r["name"] for r in find_json(library, "--text", "samba")] == ["29_latin-samba_116_fill_4-4.mid"]
     assert [r["name"] for r in find_json(library, "--text", "pad chor")] == ["Minor Pad Chords.mid"]
+
+
+def test_a_file_is_found_by_the_name_and_pack_of_its_duplicates(library: Path) -> None:
+    for words in ("kick copy", "other pack", "Kick Loop"):
+        assert [r["name"] for r in find_json(library, "--text", words)] == ["Kick Loop 128.mid"], words
+    again = CliRunner().invoke(cli, ["--config", str(library), "import", "--local", "--json",
+                                     str(library.parent / "Producer Pack")])
+    assert again.exit_code == 0 and json.loads(again.output.splitlines()[-1])["duplicates"] == 7
+    with closing(sqlite3.connect(library.parent / "midid.sqlite3")) as conn:
+        name, pack = conn.execute("SELECT s.name, s.pack FROM search s JOIN files f ON f.id = s.rowid"
+                                  " WHERE f.name = 'Kick Loop 128.mid'").fetchone()
+    assert (name, pack) == ("Kick Loop 128.mid kick copy.mid", "Producer Pack Other Pack")  # each once
 
 
 def test_conditions_combine_and_limit_caps(library: Path) -> None:
