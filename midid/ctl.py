@@ -158,7 +158,7 @@ def _open_readonly(cfg: Config):  # type: ignore[no-untyped-def]
 @click.option("--key", help="Am, C, F#m, 'D minor'")
 @click.option("--category", type=click.Choice(CATEGORIES, case_sensitive=False))
 @click.option("--tag", "tags", multiple=True, help="a tag (repeat for all of several)")
-@click.option("--text", help="words in the name, pack, path or tags")
+@click.option("--text", help="words in the name, pack, path or tags (names and packs of duplicates too)")
 @click.option("--limit", type=click.IntRange(1, 100_000), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="JSON lines")
 @click.pass_context
