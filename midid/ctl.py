@@ -243,10 +243,15 @@ def export_cmd(ctx: click.Context, target: str, profile: str | None, categories:
     dest = Path(target).resolve()
     with Progress(transient=True, disable=as_json or dry_run or not _tty()) as bar:
         task = bar.add_task("export", total=None)
-        summary, items = export_to_folder(
-            lib, cfg.library_path, dest, profile=profile or cfg.export.profile, root=cfg.export.root,
-            categories=categories or cfg.export.categories, dry_run=dry_run,
-            progress=lambda done, total: bar.update(task, completed=done, total=total))
+        try:
+            summary, items = export_to_folder(
+                lib, cfg.library_path, dest, profile=profile or cfg.export.profile, root=cfg.export.root,
+                categories=categories or cfg.export.categories, dry_run=dry_run,
+                progress=lambda done, total: bar.update(task, completed=done, total=total))
+        except OSError as exc:
+            if not dest.parent.is_dir():
+                raise Fatal(f"{dest.parent} does not exist: mount the drive (or create the folder) first") from None
+            raise Fatal(f"cannot write to {dest}: {exc.strerror}; check that the drive is mounted and writable") from None
     if dry_run:
         for item in items:
             if as_json:

@@ -255,8 +255,11 @@ def export_to_folder(lib: Library, library_root: Path, target: Path, *, profile:
     items = plan_onto(todo_rows, profile=profile, library_root=library_root, base=base, known=known)
     if dry_run:
         return summary, items
+    # The target itself only when its parent is there: a mistyped mount point
+    # (/media/me/MPC_SDD) must not fill the system disk with a copy meant for a card.
+    target.mkdir(exist_ok=True)
+    base.mkdir(parents=True, exist_ok=True)
     if items:
-        base.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(base)
     total = len(items)
 

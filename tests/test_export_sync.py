@@ -74,6 +74,21 @@ def test_one_shot_export_layout_index_progressions_and_incremental(library) -> N
     assert list((tmp_path / "drums" / "MPC_Documents" / "MIDI" / "Drums").rglob("*.mid"))
 
 
+def test_one_shot_export_to_a_missing_mount_point_or_of_nothing(library) -> None:
+    """A mistyped mount point is refused rather than made on the system disk; an export that
+    matches no file writes an empty index (it once failed on the folder it had not made)."""
+    config, tmp_path = library
+    typo = tmp_path / "media" / "MPC_SDD"
+    refused = ctl(config, "export", "--to", str(typo))
+    assert refused.returncode == 2 and not (tmp_path / "media").exists()
+    assert f"{tmp_path / 'media'} does not exist: mount the drive (or create the folder) first" in refused.stderr
+    assert "FX" not in categorised(tmp_path).values()
+    empty = ctl(config, "export", "--to", str(tmp_path / "fx"), "--category", "fx", "--json")
+    assert empty.returncode == 0, empty.stderr
+    assert json.loads(empty.stdout)["copied"] == 0
+    assert json.loads((tmp_path / "fx" / "MPC_Documents" / INDEX_NAME).read_text())["files"] == []
+
+
 def test_one_shot_export_interrupted_before_its_index_copies_nothing_twice(library) -> None:
     """A run stopped after its files were durable but before the index was written (killed,
     card pulled) leaves files the next run cannot find in the index: they are its own copies,
