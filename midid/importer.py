@@ -20,7 +20,7 @@ from .db import Library
 from .durable import BatchWriter, clear_staging
 from .hashing import content_hash
 from .metadata import name_metadata
-from .pathtext import path_text
+from .pathtext import path_text, readable
 from .scan import Failed, FoundMidi, Limits, Skipped, scan
 from .stages.sanitize import library_relpath
 
@@ -200,11 +200,12 @@ class Importer:
                     next_id += 1
                     new_ids[p.digest] = file_id
                     relpath = library_relpath(
-                        _bounded(p.levels), p.name, p.digest,
+                        _bounded([readable(level) for level in p.levels]), readable(p.name), p.digest,
                         lambda rel: rel.casefold() in taken_in_batch or self.lib.path_taken(rel))
                     taken_in_batch.add(relpath.casefold())
                     self._stage(writer, relpath, p.item)
-                    meta = name_metadata(p.name, folders=p.folders, archives=p.archives)
+                    meta = name_metadata(readable(p.name), folders=[readable(f) for f in p.folders],
+                                         archives=[readable(a) for a in p.archives])
                     files.append({
                         "id": file_id, "hash": p.digest, "size": len(p.item.data), "path": relpath,
                         "name": p.name, "pack": p.levels[0] if p.levels else "", "format": _smf_format(p.item.data),

@@ -15,6 +15,7 @@ import os
 import re
 
 _ESCAPED = re.compile(rb"\\x([0-9a-f]{2})")
+_HIGH_BYTE = re.compile(r"\\x([89a-f][0-9a-f])")  # the only bytes path_text escapes are >= 0x80
 
 
 def path_text(path: str | os.PathLike[str]) -> str:
@@ -25,6 +26,15 @@ def path_text(path: str | os.PathLike[str]) -> str:
     except UnicodeEncodeError:
         return os.fsencode(text).decode("utf-8", "backslashreplace")
     return text
+
+
+def readable(text: str) -> str:
+    """``text`` with each ``\\xNN`` read as the Windows-1252 letter it most likely was (``é``
+    for ``\\xe9``): the library file made from such a name is ``Cafe/melodie.mid``, as the
+    MPC shows it, not ``Cafxe9/mxe9lodie.mid``. For names only, never to find a file."""
+    if "\\x" not in text:
+        return text
+    return _HIGH_BYTE.sub(lambda m: bytes([int(m.group(1), 16)]).decode("cp1252", "replace"), text)
 
 
 def disk_path(text: str) -> str:
