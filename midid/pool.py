@@ -24,7 +24,9 @@ failed. Innocent batches just finish on their second run. Ray restarts the actor
 behind a ping (`pid`) on the same actor, and actor tasks run in order. When the ping failed
 too, the worker was gone before the suspect ran (its node or Ray going down, an actor that
 cannot start): the suspect is sent again after a back-off, unblamed, and a pool whose workers
-stop answering `MAX_UNANSWERED` times in a row is treated as lost.
+stop answering `MAX_UNANSWERED` times in a row is treated as lost - unless Ray says the actor
+is being restarted (`ActorUnavailableError`), which on two loaded cores can outlast those
+back-offs: then only once it has not answered for `RESTART_GRACE_S`.
 
 A head that goes away looks, from here, exactly like that crash: every batch fails with the
 same `ActorUnavailableError` a hostile file causes. So before blaming the files, the pool asks
@@ -69,6 +71,7 @@ CLIENT_GRACE_S = 10
 # alone put a whole pool on one node in 4 of 12 tries.
 ACTOR_CPUS = 0.01
 MAX_UNANSWERED = 5  # suspects in a row whose worker was already gone: the pool is lost
+RESTART_GRACE_S = 30.0  # ... when Ray is restarting the worker, and this long since the first
 BACKOFF_S = (0.25, 0.5, 1.0, 2.0, 4.0)  # before a suspect goes out again after its ping failed
 
 
@@ -283,6 +286,7 @@ class RayRunner:
         self.load: dict[int, int] = {}
         self._suspects: list[Batch] = []
         self._unanswered = 0  # suspects in a row that found their worker already gone
+        self._unanswered_since = 0.0  # when the first of them did
         # What a call to a dead or unreachable actor raises: a failed batch, or a failed ping.
         self._actor_failures = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError,
                                 ray.exceptions.TaskCancelledError, ray.exceptions.ObjectLostError)
@@ -434,9 +438,13 @@ class RayRunner:
             return []
         if not self._answered(batch.ping):
             self._unanswered += 1
+            if self._unanswered == 1:
+                self._unanswered_since = time.monotonic()
             log.warning("its worker was already gone before the batch reached it (%d in a row); "
                         "the batch is not to blame and goes again", self._unanswered)
-            if self._unanswered >= MAX_UNANSWERED:
+            restarting = isinstance(exc, self._ray.exceptions.ActorUnavailableError)
+            if self._unanswered >= MAX_UNANSWERED and (
+                    not restarting or time.monotonic() - self._unanswered_since >= RESTART_GRACE_S):
                 self.lost = (f"its workers stopped answering ({self._unanswered} times in a row, "
                              f"last {type(exc).__name__}{worker_error(exc)})")
             backoff = BACKOFF_S[min(self._unanswered, len(BACKOFF_S)) - 1]

@@ -164,6 +164,20 @@ class PoisonWorker(_Worker):
         return super().run(kind, tasks)
 
 
+class SlowRestartPoisonWorker(PoisonWorker):
+    """A poisoned file's worker whose restart outlasts the suspects' back-offs (7.75 s in all),
+    as a worker's start did on two cores loaded by the rest of the suite."""
+
+    started = ""  # a marker file, set by the test before the class is shipped to Ray
+
+    def __init__(self) -> None:
+        if os.path.exists(self.started):
+            time.sleep(12)
+        else:
+            open(self.started, "w").close()
+        super().__init__()
+
+
 class GoneWorker(_Worker):
     """A real actor that is gone before any call reaches it (its node going down, a worker
     that cannot run anything): every call ends its process before doing anything."""
@@ -202,9 +216,9 @@ def test_workers_gone_before_a_suspect_reaches_them_blame_no_file(ray_local, wor
     done = []
     try:
         runner.submit("analyze", ["a", "b", "c", "d"])
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         with pytest.raises(ClusterLost, match="workers stopped answering") as lost:
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline:  # a restarting worker gets RESTART_GRACE_S
                 done += runner.wait(1.0)
     finally:
         runner.shutdown()
@@ -234,6 +248,27 @@ def test_a_file_that_kills_its_worker_is_isolated_and_the_rest_analysed(tmp_path
     assert rows.pop("poison.mid") == CRASH_ERROR
     assert set(rows.values()) == {"ok"} and len(rows) == 40
     assert engine.totals.analysed == 40 and engine.totals.analysis_errors == 1
+
+
+def test_a_worker_slow_to_restart_is_waited_for_not_taken_for_a_lost_cluster(tmp_path: Path, sample_midi,
+                                                                             ray_local) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    base = sample_midi[0].read_bytes()
+    for i in range(8):
+        (src / f"ok{i:02d}.mid").write_bytes(base + i.to_bytes(2, "big"))
+    (src / "poison.mid").write_bytes(base + POISON)
+    config = write_config(tmp_path, "[pipeline]\nbatch_size = 2\n")  # few bisections: few slow restarts
+    ray_local.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    SlowRestartPoisonWorker.started = str(tmp_path / "started")
+    runner = RayRunner({"analyze": 1, "split": 0}, max_in_flight=1, worker=SlowRestartPoisonWorker)
+    try:
+        lib, engine = import_and_run(config, src, runner)
+    finally:
+        runner.shutdown()
+    rows = dict(lib.db.execute("SELECT name, coalesce(error, 'ok') FROM files").fetchall())
+    assert rows.pop("poison.mid") == CRASH_ERROR
+    assert set(rows.values()) == {"ok"} and engine.totals.analysed == 8
 
 
 def test_rename_gives_template_names_and_keeps_the_original_searchable(tmp_path: Path, sample_midi) -> None:
