@@ -226,49 +226,44 @@ def test_workers_gone_before_a_suspect_reaches_them_blame_no_file(ray_local, wor
     assert says in str(lost.value)  # why the workers cannot start reaches the user
 
 
-@pytest.mark.parametrize("split_actors", [1, 0], ids=["own-split-actor", "split-shares-analyze-actors"])
-def test_a_file_that_kills_its_worker_is_isolated_and_the_rest_analysed(tmp_path: Path, sample_midi, ray_local,
-                                                                         split_actors: int) -> None:
+def assert_poison_isolated(tmp_path: Path, sample_midi, runner, good: int, batch_size: int) -> None:
+    """`good` distinct copies of a Groove file and one poisoned file through the engine on
+    `runner` (shut down after): the poisoned file alone is recorded as crashed, every other one
+    is analysed."""
     src = tmp_path / "src"
     src.mkdir()
     base = sample_midi[0].read_bytes()
-    for i in range(40):
+    for i in range(good):
         (src / f"ok{i:02d}.mid").write_bytes(base + i.to_bytes(2, "big"))
     (src / "poison.mid").write_bytes(base + POISON)
-    config = write_config(tmp_path, "[pipeline]\nbatch_size = 8\n")
+    config = write_config(tmp_path, f"[pipeline]\nbatch_size = {batch_size}\n")
+    try:
+        lib, engine = import_and_run(config, src, runner)
+    finally:
+        runner.shutdown()
+    rows = dict(lib.db.execute("SELECT name, coalesce(error, 'ok') FROM files").fetchall())
+    assert rows.pop("poison.mid") == CRASH_ERROR
+    assert set(rows.values()) == {"ok"} and len(rows) == good
+    assert engine.totals.analysed == good and engine.totals.analysis_errors == 1
+
+
+@pytest.mark.parametrize("split_actors", [1, 0], ids=["own-split-actor", "split-shares-analyze-actors"])
+def test_a_file_that_kills_its_worker_is_isolated_and_the_rest_analysed(tmp_path: Path, sample_midi, ray_local,
+                                                                         split_actors: int) -> None:
     # Ray workers cannot import this test module: ship the class by value.
     ray_local.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     runner = RayRunner({"analyze": 2, "split": split_actors}, max_in_flight=2, worker=PoisonWorker)
     assert (runner.pools["split"] is runner.pools["analyze"]) == (split_actors == 0)
-    try:
-        lib, engine = import_and_run(config, src, runner)
-    finally:
-        runner.shutdown()
-    rows = dict(lib.db.execute("SELECT name, coalesce(error, 'ok') FROM files").fetchall())
-    assert rows.pop("poison.mid") == CRASH_ERROR
-    assert set(rows.values()) == {"ok"} and len(rows) == 40
-    assert engine.totals.analysed == 40 and engine.totals.analysis_errors == 1
+    assert_poison_isolated(tmp_path, sample_midi, runner, good=40, batch_size=8)
 
 
 def test_a_worker_slow_to_restart_is_waited_for_not_taken_for_a_lost_cluster(tmp_path: Path, sample_midi,
                                                                              ray_local) -> None:
-    src = tmp_path / "src"
-    src.mkdir()
-    base = sample_midi[0].read_bytes()
-    for i in range(8):
-        (src / f"ok{i:02d}.mid").write_bytes(base + i.to_bytes(2, "big"))
-    (src / "poison.mid").write_bytes(base + POISON)
-    config = write_config(tmp_path, "[pipeline]\nbatch_size = 2\n")  # few bisections: few slow restarts
     ray_local.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     SlowRestartPoisonWorker.started = str(tmp_path / "started")
     runner = RayRunner({"analyze": 1, "split": 0}, max_in_flight=1, worker=SlowRestartPoisonWorker)
-    try:
-        lib, engine = import_and_run(config, src, runner)
-    finally:
-        runner.shutdown()
-    rows = dict(lib.db.execute("SELECT name, coalesce(error, 'ok') FROM files").fetchall())
-    assert rows.pop("poison.mid") == CRASH_ERROR
-    assert set(rows.values()) == {"ok"} and engine.totals.analysed == 8
+    # Small batches: few bisections, so few slow restarts.
+    assert_poison_isolated(tmp_path, sample_midi, runner, good=8, batch_size=2)
 
 
 def test_rename_gives_template_names_and_keeps_the_original_searchable(tmp_path: Path, sample_midi) -> None:
