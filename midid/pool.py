@@ -451,6 +451,7 @@ class RayRunner:
             self._suspects.append(Batch(batch.kind, batch.tasks, attempt=batch.attempt,
                                         not_before=time.monotonic() + backoff))
             return []
+        self._unanswered = 0  # its worker was alive: the row of workers found gone is broken
         if len(batch.tasks) == 1:
             return [Done(batch.kind, batch.tasks, None, CRASH_ERROR)]
         half = len(batch.tasks) // 2
