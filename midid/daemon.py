@@ -355,9 +355,7 @@ class Daemon:
                 self.lib.db.execute("UPDATE OR REPLACE scanned SET disk_path = ? WHERE disk_path = ?", [new, old])
                 # Its import failures follow it too (a file that failed is imported again
                 # under its new name below, and that run replaces them).
-                self.lib.db.execute(
-                    "UPDATE OR REPLACE failures SET origin = ? || substr(origin, ?) WHERE stage = 'import'"
-                    " AND (origin = ? OR (origin > ? AND origin < ?))", [new, len(old) + 1, old, old + "!", old + '"'])
+                self.lib.move_import_failures(old, new)
                 if not rows:
                     unknown.append(new_path)  # e.g. a download renamed from x.zip.part to x.zip
         self._queue_paths(unknown)
@@ -694,10 +692,15 @@ class Daemon:
         assert self.lib is not None and self.engine is not None
         count = self.lib.retry_failed()
         self.engine.rewind()
-        stored = self.lib.import_failure_paths()
-        on_disk = {text: disk_path(text) for text in stored}
-        present = [path for path in on_disk.values() if os.path.lexists(path)]
-        self.lib.forget_import_failures([text for text, path in on_disk.items() if not os.path.lexists(path)])
+        present: list[str] = []
+        gone: list[str] = []
+        for text in self.lib.import_failure_paths():
+            path = disk_path(text)
+            if os.path.lexists(path):
+                present.append(path)
+            else:
+                gone.append(text)
+        self.lib.forget_import_failures(gone)
         if present:
             self.jobs.append(ImportJob(present))
         log.info("retrying %d file(s) that failed split or analysis and importing %d file(s) again",

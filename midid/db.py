@@ -258,11 +258,8 @@ class Library:
                 conn.executemany("INSERT OR REPLACE INTO scanned(disk_path, size, mtime, seen_at, outcome)"
                                  " VALUES (?, ?, ?, ?, ?)",
                                  [(r["disk_path"], r["size"], r["mtime"], r["seen_at"], r["outcome"]) for r in scanned])
-                # "path" and "path!member ...": the range of "!" (0x21) up to '"' (0x22) after it.
-                conn.executemany("DELETE FROM failures WHERE stage = 'import' AND at < ? AND (origin = ?"
-                                 " OR (origin > ? AND origin < ?))",
-                                 [(run_started, r["disk_path"], r["disk_path"] + "!", r["disk_path"] + '"')
-                                  for r in scanned])
+                conn.executemany(f"DELETE FROM failures WHERE at < ? AND {_FAILURES_OF}",
+                                 [(run_started, *_failures_of(r["disk_path"])) for r in scanned])
             if failures:
                 self.db["failures"].upsert_all(failures, pk=("origin", "stage"), batch_size=500)
             self._progress("import", len(files), len(failures), now)
@@ -416,13 +413,18 @@ class Library:
 
     def forget_import_failures(self, paths: Iterable[str]) -> None:
         """Drop the import failures of these on-disk files or folders (as stored), of an
-        archive's members and of everything in a folder: they are gone (or moved), nothing is
-        left to retry there. Each is an index range: "path!" up to 'path"', "path/" up to "path0"."""
+        archive's members and of everything in a folder ("path/" up to "path0", "/" being
+        0x2F): they are gone, nothing is left to retry there."""
         with self.db.atomic():
             self.db.conn.executemany(
-                "DELETE FROM failures WHERE stage = 'import' AND (origin = ? OR (origin > ? AND origin < ?)"
-                " OR (origin > ? AND origin < ?))",
-                [(p, p + "!", p + '"', p + "/", p + "0") for p in paths])
+                f"DELETE FROM failures WHERE {_FAILURES_OF} OR (stage = 'import' AND origin > ? AND origin < ?)",
+                [(*_failures_of(p), p + "/", p + "0") for p in paths])
+
+    def move_import_failures(self, old: str, new: str) -> None:
+        """The import failures of an on-disk file (as stored) and of its members follow it to
+        its new path (in the caller's transaction)."""
+        self.db.execute(f"UPDATE OR REPLACE failures SET origin = ? || substr(origin, ?) WHERE {_FAILURES_OF}",
+                        [new, len(old) + 1, *_failures_of(old)])
 
     def retry_failed(self) -> int:
         """Clear per-file errors so the queues pick the files up again."""
@@ -509,6 +511,13 @@ class Library:
 
 
 ALIAS_TEXT_MAX = 2000  # characters of a search row's name or pack that aliases may fill
+# The import failures of an on-disk file: its own and its archive members' ("path!member ..."),
+# one index range from "path!" up to 'path"' ("!" is 0x21, '"' 0x22). Arguments: _failures_of.
+_FAILURES_OF = "(stage = 'import' AND (origin = ? OR (origin > ? AND origin < ?)))"
+
+
+def _failures_of(path: str) -> tuple[str, str, str]:
+    return path, path + "!", path + '"'
 FILE_COLUMNS = ("id", "hash", "size", "path", "name", "pack", "format", "tracks", "parent_id", "part_index",
                 "added_at", "sanitized_at", "split_at", "split_parts")
 SOURCE_COLUMNS = ("file_id", "origin", "disk_path", "kind", "size", "mtime", "seen_at", "missing")
