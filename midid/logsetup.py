@@ -8,6 +8,8 @@ import os
 import signal
 import sys
 
+from .pathtext import path_text
+
 QUIET_LOGGERS = ("ray", "watchdog", "urllib3")
 """Third-party loggers held at WARNING: their INFO chatter drowns the daemon's own."""
 
@@ -24,6 +26,21 @@ def journal_is_stderr() -> bool:
     except OSError:
         return False
     return stream == f"{st.st_dev}:{st.st_ino}"
+
+
+class _PathTextFilter(logging.Filter):
+    """A log line naming a file whose name is not UTF-8 (a Latin-1 pack) carries it as Python
+    reads it, with surrogate escapes: the journal refuses such text (the line is lost, with a
+    traceback in its place) and a terminal shows it as ``\\udce9``. The message and any
+    traceback are written with ``\\xNN`` instead, as ``midictl status`` and the library show
+    the same name; done on the record, because the journal handler sends its fields too."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = path_text(record.getMessage())
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = path_text(logging.Formatter().formatException(record.exc_info))
+        return True
 
 
 def setup_logging(level: str = "INFO") -> None:
@@ -43,6 +60,7 @@ def setup_logging(level: str = "INFO") -> None:
         handler.setFormatter(
             logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
         )
+    handler.addFilter(_PathTextFilter())
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -146,6 +146,7 @@ _LOG_PROBE = textwrap.dedent(
     setup_logging("DEBUG")
     logging.getLogger("midid.test").info("imported 3 files")
     logging.getLogger("ray.worker").info("ray chatter")
+    logging.getLogger("midid.test").info("imported %s", os.fsdecode(b"/packs/Caf\\xe9.mid"))
     print(json.dumps({
         "handler": type(logging.getLogger().handlers[0]).__name__,
         "ray_level": logging.getLogger("ray").level,
@@ -179,6 +180,7 @@ def test_stderr_logging_when_not_under_journal(tmp_path: Path) -> None:
     assert result["root_level"] == 10
     assert "INFO    midid.test: imported 3 files" in stderr
     assert "ray chatter" not in stderr
+    assert "midid.test: imported /packs/Caf\\xe9.mid" in stderr
 
 
 _JOURNAL_PROBE = textwrap.dedent(
@@ -196,12 +198,30 @@ _JOURNAL_PROBE = textwrap.dedent(
     from midid.logsetup import setup_logging
     setup_logging("INFO")
     logging.getLogger("midid.test").warning("synced 37 files to MPC One")
-    fields = {}
-    for line in sock.recv(65536).decode().splitlines():
-        if "=" in line:
-            key, value = line.split("=", 1)
-            fields[key] = value
-    print(json.dumps({"handler": type(logging.getLogger().handlers[0]).__name__, "fields": fields}))
+    # A Latin-1 name as Python reads it from disk (surrogate escapes).
+    logging.getLogger("midid.test").info("imported %s", os.fsdecode(b"/packs/Caf\\xe9/m\\xe9lodie.mid"))
+    try:
+        raise ValueError("cannot split " + os.fsdecode(b"/packs/Caf\\xe9.mid"))
+    except ValueError:
+        logging.getLogger("midid.test").exception("split failed")
+    # Journal native protocol: KEY=value lines; a value with a newline is KEY, then its
+    # length as 8 bytes little-endian, then the bytes.
+    def fields_of(datagram):
+        fields, at = {}, 0
+        while at < len(datagram):
+            end = datagram.index(b"\\n", at)
+            line = datagram[at:end]
+            if b"=" in line:
+                key, value = line.split(b"=", 1)
+                at = end + 1
+            else:
+                key, size = line, int.from_bytes(datagram[end + 1:end + 9], "little")
+                value, at = datagram[end + 9:end + 9 + size], end + 10 + size
+            fields[key.decode()] = value.decode()
+        return fields
+    messages = [fields_of(sock.recv(65536)) for _ in range(3)]
+    print(json.dumps({"handler": type(logging.getLogger().handlers[0]).__name__,
+                      "fields": messages[0], "latin1": messages[1], "traceback": messages[2]}))
     """
 )
 
@@ -216,3 +236,5 @@ def test_journal_logging_when_stderr_is_the_journal_stream(tmp_path: Path) -> No
     assert fields["MESSAGE"] == "synced 37 files to MPC One"
     assert fields["PRIORITY"] == "4"
     assert fields["LOGGER"] == "midid.test"
+    assert result["latin1"]["MESSAGE"] == "imported /packs/Caf\\xe9/m\\xe9lodie.mid"
+    assert "ValueError: cannot split /packs/Caf\\xe9.mid" in result["traceback"]["EXCEPTION_TEXT"]
