@@ -20,6 +20,8 @@ if TYPE_CHECKING:  # the database edge imports this module and must not load the
 # The version of the analysis that wrote a row. Bump it with any change to midid/analysis that
 # alters a stored field: a library re-analyses, in the background, every file an older version
 # analysed (`db.Library.requeue_stale_analyses`), so an upgrade reaches the files already there.
+# tests/test_analyzer_version.py fails when the stored analysis of its inputs changes under the
+# same version.
 # 1: a one-beat time signature (1/4 ...) counts as none (bars, category).
 ANALYZER_VERSION = 1
 
