@@ -17,19 +17,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 import zipfile
 from pathlib import Path
 from typing import Any
 
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from midid.metadata import name_metadata  # noqa: E402
-from midid.records import ANALYZER_VERSION, JSON_COLUMNS  # noqa: E402
-from midid.sample import write_samples  # noqa: E402
-from midid.stages.split import split_midi  # noqa: E402
-from midid.tasks import AnalyzeTask, analyze_batch  # noqa: E402
+from midid.metadata import name_metadata
+from midid.records import ANALYZER_VERSION, JSON_COLUMNS
+from midid.sample import write_samples
+from midid.stages.split import split_midi
+from midid.tasks import AnalyzeTask, analyze_batch
 
 DATA = Path(__file__).parent / "data"
 
