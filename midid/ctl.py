@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any, Iterable
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
@@ -102,7 +104,7 @@ def _print_import_summary(s: dict[str, Any]) -> None:
         console.print(f"split into {s['split_parts']:,} part(s); analysed {s['analysed']:,}, "
                       f"{s['analysis_errors']:,} analysis error(s)")
     for failure in s["failed"][:50]:
-        console.print(f"  [red]failed[/red] {failure['path']}: {failure['error']}", highlight=False)
+        console.print(f"  [red]failed[/red] {escape(failure['path'])}: {escape(failure['error'])}", highlight=False)
     if len(s["failed"]) > 50:
         console.print(f"  … and {len(s['failed']) - 50} more (see `midictl status`)")
 
@@ -161,20 +163,35 @@ def _open_readonly(cfg: Config):  # type: ignore[no-untyped-def]
 @click.option("--text", help="words in the name, pack, path or tags (names and packs of duplicates too)")
 @click.option("--limit", type=click.IntRange(1, 100_000), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="JSON lines")
+@click.option("--paths", is_flag=True, help="only the library files' full paths, one per line (for xargs, cp, a DAW)")
 @click.pass_context
 def find_cmd(ctx: click.Context, bpm: str | None, key: str | None, category: str | None, tags: tuple[str, ...],
-             text: str | None, limit: int, as_json: bool) -> None:
+             text: str | None, limit: int, as_json: bool, paths: bool) -> None:
     """Search the library."""
     from .search import FindQuery, QueryError, find
 
-    lib = _open_readonly(_config(ctx))
+    if as_json and paths:
+        raise click.UsageError("--json and --paths print different things: choose one")
+    cfg = _config(ctx)
+    lib = _open_readonly(cfg)
     try:
         rows = find(lib, FindQuery(bpm=bpm, key=key, category=category, tags=tags, text=text, limit=limit))
     except QueryError as exc:
         raise click.BadParameter(str(exc)) from None
-    if as_json:
+    # `path` is relative to the library folder, as the library shows it; `file` is where the
+    # file is, to copy it into a project or open it in a DAW.
+    library = os.path.abspath(cfg.library_path)
+    for row in rows:
+        row["file"] = os.path.join(library, row["path"])
+    if as_json or paths:
         for row in rows:
-            _emit_json(row)
+            if paths:
+                click.echo(row["file"])
+            else:
+                _emit_json(row)
+        return
+    if not rows:
+        err_console.print("no matching files")
         return
     # A narrow terminal wraps the path rather than cutting off its file name, the part a
     # user is looking for.
@@ -183,11 +200,12 @@ def find_cmd(ctx: click.Context, bpm: str | None, key: str | None, category: str
     for name in ("bpm", "key", "category", "tags"):
         table.add_column(name)
     for row in rows:
-        table.add_row(row["path"], f"{row['bpm']:.1f}" if row["bpm"] else "", row["key"] or "",
-                      row["category"] or "", ", ".join(row["tags"][:4]))
+        table.add_row(escape(row["path"]), f"{row['bpm']:.1f}" if row["bpm"] else "", row["key"] or "",
+                      row["category"] or "", escape(", ".join(row["tags"][:4])))
     Console().print(table)
-    if not rows:
-        err_console.print("no matching files")
+    more = f"; there may be more: --limit {min(limit * 10, 100_000)}" if len(rows) == limit else ""
+    err_console.print(f"{len(rows)} file{'s' if len(rows) != 1 else ''} in {library}{more}",
+                      highlight=False, soft_wrap=True)
 
 
 @cli.command("stats")
@@ -268,7 +286,7 @@ def export_cmd(ctx: click.Context, target: str, profile: str | None, categories:
                     f"{summary.skipped_already_there:,} already there, {summary.progressions} .progression file(s), "
                     f"{summary.errors} error(s)")
     for failure in summary.failed[:20]:
-        Console().print(f"  [red]failed[/red] {failure['path']}: {failure['error']}", highlight=False)
+        Console().print(f"  [red]failed[/red] {escape(failure['path'])}: {escape(failure['error'])}", highlight=False)
     if summary.stopped:
         raise Fatal(f"stopped: {summary.stopped}; {summary.not_copied} file(s) not copied")
 
@@ -288,8 +306,8 @@ def devices_cmd(ctx: click.Context, as_json: bool) -> None:
     table = Table("drive", "uuid", "profile", "attached", "state", "last sync", "pending", box=None)
     for r in rows:
         last = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["last_sync"])) if r.get("last_sync") else "never"
-        table.add_row(r.get("label") or "", r["uuid"], r.get("profile") or "", "yes" if r.get("attached") else "no",
-                      (r.get("state") or "") + (f" — {r['message']}" if r.get("message") else ""), last,
+        table.add_row(escape(r.get("label") or ""), r["uuid"], r.get("profile") or "", "yes" if r.get("attached") else "no",
+                      escape((r.get("state") or "") + (f" — {r['message']}" if r.get("message") else "")), last,
                       str(r.get("pending", "")))
     Console().print(table)
     if not rows:
@@ -368,7 +386,7 @@ def check_cmd(ctx: click.Context, repair: bool, as_json: bool) -> None:
         for label, paths in (("missing from the folder", report.missing), ("not in the database", report.orphans),
                              ("changed on disk", report.changed)):
             if paths:
-                console.print(f"[red]{len(paths):,} {label}[/red]: " + ", ".join(paths[:10]), highlight=False)
+                console.print(f"[red]{len(paths):,} {label}[/red]: " + escape(", ".join(paths[:10])), highlight=False)
         if report.staging:
             console.print(f"{report.staging} unfinished file(s) in the staging folder")
         if report.repaired:

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .config import Config
@@ -68,19 +69,19 @@ def render_status(status: dict[str, Any], console: Console) -> None:
             how = "watching" if src.get("watching") else "not watched"
             if src.get("polling"):
                 how = "polling (inotify limit reached)"
-            console.print(f"  {src['path']}  {how}", highlight=False)
+            console.print(f"  {escape(src['path'])}  {how}", highlight=False)
     if status["devices"]:
         console.print("[bold]devices[/bold]")
         for dev in status["devices"]:
-            console.print(f"  {dev.get('label') or dev.get('uuid')}  {dev.get('state') or ''}  "
-                          f"pending {dev.get('pending', '?')}  {dev.get('message') or ''}", highlight=False)
+            console.print(f"  {escape(dev.get('label') or dev.get('uuid') or '')}  {dev.get('state') or ''}  "
+                          f"pending {dev.get('pending', '?')}  {escape(dev.get('message') or '')}", highlight=False)
     for message in status.get("daemon_messages", []):
-        console.print(f"[yellow]![/yellow] {message}", highlight=False)
+        console.print(f"[yellow]![/yellow] {escape(message)}", highlight=False)
     if status["errors"]:
         console.print("[bold]latest errors[/bold] (`midictl retry-failed` tries them all again)")
         for e in status["errors"]:
             when = time.strftime("%H:%M:%S", time.localtime(e["at"])) if e.get("at") else ""
-            console.print(f"  {when} [red]{e['stage']}[/red] {e['path']}: {e['error']}", highlight=False)
+            console.print(f"  {when} [red]{e['stage']}[/red] {escape(e['path'])}: {escape(e['error'])}", highlight=False)
 
 
 def _duration(seconds: float | None) -> str:

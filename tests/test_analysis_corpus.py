@@ -282,6 +282,20 @@ def test_analyze_paths_gives_one_row_per_input_in_order(tmp_path: Path) -> None:
     assert "Drums" in out and "not a MIDI file" in out
 
 
+def test_the_table_shows_names_in_square_brackets_as_they_are(tmp_path: Path) -> None:
+    """Pack files are often named "[FREE] ..."; rich markup would eat "[red]" or "[free]"."""
+    good = tmp_path / "[free] Kick [red] 140.mid"
+    good.write_bytes(GROOVE_FILE.read_bytes())
+    bad = tmp_path / "[bold]broken.mid"
+    bad.write_bytes(b"MThd\x00\x00\x00\x06\x00\x01\x00\x01\x00\x60[/x]")
+    rows = list(analyze_paths([str(good), str(bad)]))
+    console = Console(width=300, record=True)
+    console.print(render_table(rows))
+    out = console.export_text()
+    assert good.name in out and bad.name in out
+    assert rows[1]["error"] in out
+
+
 def test_what_cannot_be_analysed_says_what_to_do_instead(tmp_path: Path) -> None:
     pack = tmp_path / "pack.zip"
     with zipfile.ZipFile(pack, "w") as archive:

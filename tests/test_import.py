@@ -204,6 +204,19 @@ def test_unwritable_library_is_a_clear_fatal_error(tmp_path: Path) -> None:
     assert "cannot write to the library" in result.output and "[library] path" in result.output
 
 
+def test_the_summary_shows_a_failed_name_in_square_brackets_as_it_is(tmp_path: Path) -> None:
+    """"[FREE] ..." packs are common; the summary must not read their brackets as markup."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "[FREE] Trap [red] Pack.zip").write_bytes(b"PK\x03\x04 truncated [/x]")
+    (src / "ok.mid").write_bytes((DATA / "midi" / "29_latin-samba_116_fill_4-4.mid").read_bytes())
+    result = CliRunner().invoke(cli, ["--config", str(write_config(tmp_path)), "import", "--local", str(src)],
+                                env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    failed = [line for line in result.stdout.splitlines() if "failed" in line]
+    assert len(failed) == 1 and "[FREE] Trap [red] Pack.zip" in failed[0], result.stdout
+
+
 def test_bad_config_is_a_clear_fatal_error(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text('[sources]\nmode = "teleport"\n')

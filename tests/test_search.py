@@ -17,7 +17,7 @@ from midid.ctl import cli
 from midid.search import QueryError, parse_bpm, parse_key
 from test_analysis import TPQ, chords_track, drum_pattern, notes, smf
 
-FIND_KEYS = {"id", "path", "name", "pack", "parent_id", "bpm", "key", "category", "tags", "duration_s"}
+FIND_KEYS = {"id", "path", "file", "name", "pack", "parent_id", "bpm", "key", "category", "tags", "duration_s"}
 # A minor: i - iv - V - i, a bar each, twice.
 AM_DM_E_AM = [(45, 60, 64, 69), (50, 62, 65, 69), (52, 59, 64, 68), (45, 60, 64, 69)]
 
@@ -38,7 +38,7 @@ def pack_files() -> dict[str, bytes]:
 def run(config: Path, *args: str) -> str:
     result = CliRunner().invoke(cli, ["--config", str(config), *args], terminal_width=60)
     assert result.exit_code == 0, result.output
-    return result.output
+    return result.stdout  # click >= 8.2 keeps stderr (the table's footer) apart
 
 
 def find_json(config: Path, *args: str) -> list[dict]:
@@ -124,6 +124,31 @@ def test_a_file_is_found_by_the_name_and_pack_of_its_duplicates(library: Path) -
         name, pack = conn.execute("SELECT s.name, s.pack FROM search s JOIN files f ON f.id = s.rowid"
                                   " WHERE f.name = 'Kick Loop 128.mid'").fetchone()
     assert (name, pack) == ("Kick Loop 128.mid kick copy.mid", "Producer Pack Other Pack")  # each once
+
+
+def test_find_gives_each_file_where_it_is_on_disk(library: Path) -> None:
+    library_folder = library.parent / "library"
+    rows = find_json(library)
+    for row in rows:
+        assert Path(row["file"]) == library_folder / row["path"]
+        assert Path(row["file"]).is_file()
+    paths = run(library, "find", "--paths").splitlines()
+    assert paths == [row["file"] for row in rows]
+    bass = run(library, "find", "--category", "Bass", "--paths").splitlines()
+    assert bass and all(Path(p).is_absolute() and p.endswith(".mid") for p in bass)
+    both = CliRunner().invoke(cli, ["--config", str(library), "find", "--json", "--paths"])
+    assert both.exit_code == 2 and "choose one" in both.output
+
+
+def test_find_table_says_how_many_files_where_and_when_the_limit_cut_them(library: Path) -> None:
+    result = CliRunner().invoke(cli, ["--config", str(library), "find"])
+    assert result.exit_code == 0
+    assert " ".join(result.stderr.split()) == f"9 files in {library.parent / 'library'}"
+    cut = CliRunner().invoke(cli, ["--config", str(library), "find", "--limit", "2"], env={"COLUMNS": "200"})
+    assert len([line for line in cut.stdout.splitlines() if line.strip()]) == 3  # header + 2
+    assert "2 files in" in cut.stderr and "there may be more: --limit 20" in cut.stderr
+    none = CliRunner().invoke(cli, ["--config", str(library), "find", "--bpm", "300"])
+    assert (none.stdout, none.stderr.strip()) == ("", "no matching files")
 
 
 def test_conditions_combine_and_limit_caps(library: Path) -> None:

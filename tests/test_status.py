@@ -1,4 +1,5 @@
-"""`midictl status` as text: the compute line in each state the daemon reports."""
+"""`midictl status` as text: the compute line in each state the daemon reports, and names that
+look like rich markup."""
 
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ from rich.console import Console
 from midid.status import render_status
 
 
-def _text(compute: dict | None) -> str:
+def _text(compute: dict | None, **lists: list) -> str:
     status = {"daemon": {"running": compute is not None, "pid": 1, "uptime_s": 5.0, "version": "0",
                          "state": "running"},
               "stages": {"analyze": {"done": 0, "queued": 0, "failed": 0, "rate": 0.0}},
-              "sources": [], "devices": [], "errors": [], "daemon_messages": [], "compute": compute}
+              "sources": [], "devices": [], "errors": [], "daemon_messages": [], "compute": compute,
+              **lists}
     out = io.StringIO()
-    render_status(status, Console(file=out, width=60))
+    render_status(status, Console(file=out, width=200))
     return out.getvalue()
 
 
@@ -38,3 +40,18 @@ def test_the_compute_line_says_where_the_workers_run(compute: dict, line: str) -
 
 def test_no_compute_line_without_a_daemon() -> None:
     assert "compute:" not in _text(None)
+
+
+def test_names_in_square_brackets_are_shown_as_they_are() -> None:
+    """Packs are often called "[FREE] ..." or "Kick [red].mid": rich would take the brackets
+    for markup and drop them (or fail on "[/x]")."""
+    text = _text(
+        None,
+        sources=[{"path": "/srv/[FREE] Packs", "watching": True}],
+        devices=[{"label": "MPC [bold]", "state": "synced", "pending": 0, "message": "[/x] done"}],
+        errors=[{"at": 0, "stage": "analyze", "path": "[FREE] Pack/Kick [red].mid", "error": "bad [bold] chunk"}],
+        daemon_messages=["library disk full: [/] free some space"],
+    )
+    for shown in ("/srv/[FREE] Packs", "MPC [bold]", "[/x] done", "[FREE] Pack/Kick [red].mid: bad [bold] chunk",
+                  "library disk full: [/] free some space"):
+        assert shown in text, shown

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import fields
 from pathlib import Path
 
+from rich.markup import escape
 from rich.table import Table
 
 from ..metadata import name_metadata
@@ -72,17 +73,20 @@ def _one_line(err: Exception) -> str:
 
 def render_table(rows: list[dict]) -> Table:
     """A readable table of analysis rows (as yielded by :func:`analyze_paths`)."""
-    table = Table(show_lines=False)
-    for name, justify in (
-        ("file", "left"), ("category", "left"), ("bpm", "right"), ("key", "left"),
-        ("sig", "left"), ("bars", "right"), ("notes", "right"), ("drums", "left"),
-        ("progression", "left"),
+    table = Table(box=None)  # borders would take a fifth of an 80-column terminal
+    # Short values (a category, "120 (estimate)", "C# minor") are never broken inside a word on
+    # a narrow terminal; the file name, drum parts and progression (or an error) wrap instead.
+    for name, justify, no_wrap in (
+        ("file", "left", False), ("category", "left", True), ("bpm", "right", True),
+        ("key", "left", False), ("sig", "left", True), ("bars", "right", True),
+        ("notes", "right", True), ("drums", "left", False), ("progression", "left", False),
     ):
-        table.add_column(name, justify=justify, overflow="fold")
+        table.add_column(name, justify=justify, overflow="fold", no_wrap=no_wrap,
+                         min_width=len("C# minor") if name == "key" else None)
     for row in rows:
-        name = Path(row["path"]).name
+        name = escape(Path(row["path"]).name)  # "[free] kick.mid": brackets are not markup
         if not row["ok"]:
-            table.add_row(name, f"[red]error: {row['error']}[/red]", *[""] * 7)
+            table.add_row(name, "[red]error[/red]", *[""] * 6, f"[red]{escape(row['error'])}[/red]")
             continue
         bpm = f"{row['bpm']:g}" + ("" if row["bpm_source"] == "meta" else f" ({row['bpm_source']})")
         key = f"{row['key_tonic']} {row['key_mode']}" if row["key_tonic"] else "-"
