@@ -204,7 +204,7 @@ def find_cmd(ctx: click.Context, bpm: str | None, key: str | None, category: str
                       row["category"] or "", escape(", ".join(row["tags"][:4])))
     Console().print(table)
     more = f"; there may be more: --limit {min(limit * 10, 100_000)}" if len(rows) == limit else ""
-    err_console.print(f"{len(rows)} file{'s' if len(rows) != 1 else ''} in {library}{more}",
+    err_console.print(f"{len(rows)} file{'s' if len(rows) != 1 else ''} in {escape(library)}{more}",
                       highlight=False, soft_wrap=True)
 
 
@@ -303,6 +303,10 @@ def devices_cmd(ctx: click.Context, as_json: bool) -> None:
         for row in rows:
             _emit_json(row)
         return
+    if not rows:
+        err_console.print("no export drive seen yet; plug one in (label MPC*, FORCE*, AKAI* or listed in"
+                          " \\[export] devices)")
+        return
     table = Table("drive", "uuid", "profile", "attached", "state", "last sync", "pending", box=None)
     for r in rows:
         last = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["last_sync"])) if r.get("last_sync") else "never"
@@ -310,8 +314,6 @@ def devices_cmd(ctx: click.Context, as_json: bool) -> None:
                       escape((r.get("state") or "") + (f" — {r['message']}" if r.get("message") else "")), last,
                       str(r.get("pending", "")))
     Console().print(table)
-    if not rows:
-        err_console.print("no export drive seen yet; plug one in (label MPC*, FORCE*, AKAI* or listed in [export] devices)")
 
 
 @cli.command("sync")
@@ -491,7 +493,7 @@ def _tell_daemon_reload(main: Path) -> None:
     except (DaemonNotRunning, ConfigError, OSError):
         return
     if not reply.get("ok"):
-        err_console.print(f"the daemon did not reload: {reply.get('error')}")
+        err_console.print(f"the daemon did not reload: {escape(str(reply.get('error')))}")
 
 
 def main(argv: Iterable[str] | None = None) -> None:

@@ -1,4 +1,4 @@
-"""`midictl find` and `midictl stats` over a real library made by `midictl import`."""
+"""`midictl find`, `stats` and `devices` over a real library made by `midictl import`."""
 
 from __future__ import annotations
 
@@ -208,3 +208,10 @@ def test_stats_counts_files_parts_duplicates_and_histograms(library: Path) -> No
     assert sum(1 for r in rows if r["key"]) == sum(data["keys"].values())
     table = run(library, "stats")
     assert "DrumKicks" in table and "Am" in table
+
+
+def test_devices_before_any_drive_says_how_to_get_one(library: Path) -> None:
+    result = CliRunner().invoke(cli, ["--config", str(library), "devices"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0 and result.stdout == ""
+    assert result.stderr.strip() == ("no export drive seen yet; plug one in (label MPC*, FORCE*, AKAI* or listed"
+                                     " in [export] devices)")
