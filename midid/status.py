@@ -58,10 +58,11 @@ def render_status(status: dict[str, Any], console: Console) -> None:
         console.print("[yellow]midid is not running[/yellow] (showing the library database)")
     if status.get("compute"):
         console.print(f"compute: {_compute_line(status['compute'])}", highlight=False, soft_wrap=True)
-    table = Table("stage", "done", "queued", "failed", "rate/s", box=None)
+    table = Table("stage", "done", "queued", "failed", "rate/s", "left", box=None)
     for stage, row in status["stages"].items():
         table.add_row(stage, f"{row['done']:,}", f"{row['queued']:,}",
-                      f"[red]{row['failed']:,}[/red]" if row["failed"] else "0", f"{row['rate']:.1f}")
+                      f"[red]{row['failed']:,}[/red]" if row["failed"] else "0", f"{row['rate']:.1f}",
+                      _time_left(row["queued"], row["rate"]))
     console.print(table)
     if status["sources"]:
         console.print("[bold]sources[/bold]")
@@ -82,6 +83,14 @@ def render_status(status: dict[str, Any], console: Console) -> None:
         for e in status["errors"]:
             when = time.strftime("%H:%M:%S", time.localtime(e["at"])) if e.get("at") else ""
             console.print(f"  {when} [red]{e['stage']}[/red] {escape(e['path'])}: {escape(e['error'])}", highlight=False)
+
+
+def _time_left(queued: int, rate: float) -> str:
+    """The queue over the last minute's rate: what a user importing a few hundred thousand
+    files asks first. Blank when nothing waits or nothing moved in the last minute."""
+    if not queued or rate <= 0:
+        return ""
+    return "~" + _duration(queued / rate)
 
 
 def _duration(seconds: float | None) -> str:

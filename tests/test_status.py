@@ -55,3 +55,18 @@ def test_names_in_square_brackets_are_shown_as_they_are() -> None:
     for shown in ("/srv/[FREE] Packs", "MPC [bold]", "[/x] done", "[FREE] Pack/Kick [red].mid: bad [bold] chunk",
                   "library disk full: [/] free some space"):
         assert shown in text, shown
+
+
+def test_each_stage_says_how_long_its_queue_will_take_at_the_last_minutes_rate() -> None:
+    stages = {"import": {"done": 5, "queued": 0, "failed": 0, "rate": 3.0},
+              "analyze": {"done": 9000, "queued": 12000, "failed": 0, "rate": 100.0},
+              "split": {"done": 0, "queued": 40, "failed": 0, "rate": 0.0},
+              "export": {"done": 0, "queued": 720000, "failed": 0, "rate": 50.0}}
+    out = io.StringIO()
+    render_status({"daemon": {"running": False}, "stages": stages, "sources": [], "devices": [], "errors": [],
+                   "compute": None}, Console(file=out, width=100))
+    rows = {line.split()[0]: line.split()[1:] for line in out.getvalue().splitlines()[1:] if line.strip()}
+    assert rows["stage"] == ["done", "queued", "failed", "rate/s", "left"]
+    assert rows["analyze"][-1] == "~2m00s"
+    assert rows["export"][-1] == "~4h00m"
+    assert len(rows["import"]) == 4 and len(rows["split"]) == 4  # nothing queued / nothing moving: blank
