@@ -356,6 +356,47 @@ def resume_cmd(ctx: click.Context) -> None:
     _daemon(ctx, {"cmd": "resume"})
 
 
+@cli.command("remove")
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def remove_cmd(ctx: click.Context, paths: tuple[str, ...], dry_run: bool, as_json: bool) -> None:
+    """Take library files or folders (as `find` shows them) out of the library, with their parts.
+
+    Sources are not touched; a rescan does not bring the files back, importing them again does.
+    Needs the daemon stopped."""
+    from .db import Library
+    from .remove import RemoveError, library_relpath, remove_from_library
+    from .runjob import LibraryBusy, writer_lock
+
+    cfg = _config(ctx)
+    try:
+        relpaths = [library_relpath(p, cfg.library_path, Path.cwd()) for p in paths]
+        if dry_run:
+            summary = remove_from_library(_open_readonly(cfg), cfg.library_path, relpaths, dry_run=True)
+        else:
+            with writer_lock(cfg, wait=False):
+                summary = remove_from_library(Library(cfg.database_path), cfg.library_path, relpaths)
+    except RemoveError as exc:
+        raise Fatal(str(exc)) from None
+    except LibraryBusy as exc:
+        raise Fatal(f"{exc}; stop the daemon (`systemctl stop midid`) before `midictl remove`") from None
+    if as_json:
+        _emit_json(summary.to_dict())
+        return
+    for path in summary.removed[:50]:
+        click.echo(f"  {path}")
+    if len(summary.removed) > 50:
+        click.echo(f"  … and {len(summary.removed) - 50} more")
+    files = f"{len(summary.removed):,} file(s), {summary.parts:,} of them split parts"
+    if dry_run:
+        click.echo(f"would remove {files}")
+    else:
+        moved = "; with [sources] mode = \"move\" they were the only copies" if cfg.sources.mode == "move" else ""
+        click.echo(f"removed {files}; sources untouched (import them again to bring the files back){moved}")
+
+
 @cli.command("check")
 @click.option("--repair", is_flag=True, help="Fix what disagrees (needs the daemon stopped).")
 @click.option("--json", "as_json", is_flag=True)

@@ -426,6 +426,37 @@ class Library:
         self.db.execute(f"UPDATE OR REPLACE failures SET origin = ? || substr(origin, ?) WHERE {_FAILURES_OF}",
                         [new, len(old) + 1, *_failures_of(old)])
 
+    def files_under(self, relpaths: Iterable[str]) -> list[tuple[int, str, bool]]:
+        """(id, library path, is a split part) of the library files at these library paths or
+        inside these library folders, and of their split parts, in id order. Case-insensitive,
+        as the library's names are unique (a library on exFAT sees "pack" and "Pack" as one
+        folder)."""
+        found: dict[int, tuple[str, bool]] = {}
+        for rel in relpaths:
+            found.update((i, (p, part)) for i, p, part in self.db.execute(
+                "SELECT id, path, parent_id IS NOT NULL FROM files WHERE path = ?1 COLLATE NOCASE"
+                " OR substr(path, 1, ?2) = ?3 COLLATE NOCASE", [rel, len(rel) + 1, rel + "/"]))
+        ids = list(found)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            found.update((i, (p, True)) for i, p in self.db.execute(
+                f"SELECT id, path FROM files WHERE parent_id IN ({','.join('?' * len(chunk))})", chunk))
+        return [(i, p, bool(part)) for i, (p, part) in sorted(found.items())]
+
+    def remove_files(self, ids: Sequence[int]) -> None:
+        """Delete these files' rows - analysis, tags, search words, sources, exports - in one
+        transaction. Their sources' `scanned` rows stay, so a catch-up scan or `rescan` finds
+        those sources unchanged and does not bring the files back; importing them again by
+        hand does."""
+        with self.db.atomic():
+            for start in range(0, len(ids), 500):
+                chunk = list(ids[start:start + 500])
+                marks = ",".join("?" * len(chunk))
+                for table in ("analysis", "tags", "sources", "exports"):
+                    self.db.execute(f"DELETE FROM {table} WHERE file_id IN ({marks})", chunk)
+                self.db.execute(f"DELETE FROM search WHERE rowid IN ({marks})", chunk)
+                self.db.execute(f"DELETE FROM files WHERE id IN ({marks})", chunk)
+
     def retry_failed(self) -> int:
         """Clear per-file errors so the queues pick the files up again."""
         with self.db.atomic():

@@ -1,0 +1,107 @@
+"""`midictl remove`: take files out of the library - a pack a producer does not want on the MPC.
+
+The library keeps its copy when a source is deleted (the library is the collection), and
+`midictl check --repair` restores a library file deleted by hand from its source, so without
+this there is no way to drop anything. Removing deletes the rows first, in one transaction,
+then the files: a crash in between leaves files no row names, which running the same
+`midictl remove` again deletes (a folder's leftovers go with the folder).
+
+Sources are never touched. Their catch-up records stay, so the start-up scan and `midictl
+rescan` find them unchanged and do not bring the files back; importing them again by hand (or
+dropping them into a watched folder again) does. With `[sources] mode = "move"` the library
+file was the source: it is gone for good.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .db import Library
+from .durable import STAGING
+
+
+class RemoveError(Exception):
+    """A path that cannot be removed from the library; the message says why."""
+
+
+@dataclass
+class RemoveSummary:
+    removed: list[str] = field(default_factory=list)  # library paths, parts included
+    parts: int = 0
+    dry_run: bool = False
+
+    def to_dict(self) -> dict[str, object]:
+        return {"removed": self.removed, "files": len(self.removed), "parts": self.parts,
+                "dry_run": self.dry_run}
+
+
+def library_relpath(given: str, root: Path, cwd: Path) -> str:
+    """The library path (relative, '/'-separated) ``given`` names: an absolute path inside the
+    library folder (what `midictl find --paths` prints), or one relative to the library (what
+    `find` shows) or, failing that, to the current folder inside it."""
+    root = Path(os.path.abspath(root))
+    if os.path.isabs(given):
+        absolute = Path(os.path.abspath(given))
+    else:
+        absolute = Path(os.path.abspath(root / given))
+        from_cwd = Path(os.path.abspath(cwd / given))
+        if not os.path.lexists(absolute) and os.path.lexists(from_cwd) and from_cwd.is_relative_to(root):
+            absolute = from_cwd
+    if absolute == root:
+        raise RemoveError(f"{given} is the whole library; to start over, stop midid and delete the "
+                          "library folder and its database")
+    if not absolute.is_relative_to(root):
+        raise RemoveError(f"{given} is not in the library folder {root}: give a path as `midictl find` shows it")
+    rel = absolute.relative_to(root).as_posix()
+    if rel.split("/", 1)[0] == STAGING:
+        raise RemoveError(f"{given} is midid's staging folder, not part of the library")
+    return rel
+
+
+def remove_from_library(lib: Library, root: Path, relpaths: list[str], *, dry_run: bool = False) -> RemoveSummary:
+    """Remove the files at or under ``relpaths`` (and their split parts) from the library."""
+    missing = [rel for rel in relpaths if not lib.files_under([rel]) and not os.path.lexists(root / rel)]
+    if missing:
+        raise RemoveError(f"nothing in the library at {', '.join(missing)} (`midictl find` shows library paths)")
+    rows = lib.files_under(relpaths)
+    summary = RemoveSummary([p for _, p, _ in rows], sum(part for _, _, part in rows), dry_run)
+    if dry_run:
+        return summary
+    lib.remove_files([i for i, _, _ in rows])
+    for rel in summary.removed:
+        try:
+            (root / rel).unlink()
+        except FileNotFoundError:
+            pass
+    for rel in relpaths:  # what no row names any more: a crash's leftovers
+        target = root / rel
+        if target.is_dir() and not target.is_symlink():
+            _remove_tree(target)
+        elif os.path.lexists(target):
+            target.unlink()
+    _prune_empty_folders(root, {(root / p).parent for p in summary.removed} | {(root / r).parent for r in relpaths})
+    return summary
+
+
+def _remove_tree(folder: Path) -> None:
+    for dirpath, dirnames, filenames in os.walk(folder, topdown=False):
+        for name in filenames:
+            Path(dirpath, name).unlink()
+        for name in dirnames:
+            sub = Path(dirpath, name)
+            sub.unlink() if sub.is_symlink() else sub.rmdir()
+    folder.rmdir()
+
+
+def _prune_empty_folders(root: Path, folders: set[Path]) -> None:
+    """Remove folders left empty, up to (not including) the library root."""
+    for folder in sorted(folders, key=lambda f: len(f.parts), reverse=True):
+        while folder != root and folder.is_relative_to(root):
+            try:
+                folder.rmdir()
+            except OSError:  # not empty, or already gone with a deeper one
+                if folder.exists():
+                    break
+            folder = folder.parent
