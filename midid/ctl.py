@@ -25,6 +25,7 @@ from .logsetup import stacks_on_sigusr1
 
 log = logging.getLogger(__name__)
 err_console = Console(stderr=True)
+REMOVE_WAIT_S = 330.0  # a little longer than the daemon waits for its main loop (daemon.REMOVE_TIMEOUT_S)
 
 
 class Fatal(click.ClickException):
@@ -365,9 +366,10 @@ def remove_cmd(ctx: click.Context, paths: tuple[str, ...], dry_run: bool, as_jso
     """Take library files or folders (as `find` shows them) out of the library, with their parts.
 
     Sources are not touched; a rescan does not bring the files back, importing them again does.
-    Needs the daemon stopped."""
+    With the daemon running, the daemon does it."""
+    from .control import DaemonNotRunning, request
     from .db import Library
-    from .remove import RemoveError, library_relpath, remove_from_library
+    from .remove import RemoveError, RemoveSummary, library_relpath, remove_from_library
     from .runjob import LibraryBusy, writer_lock
 
     cfg = _config(ctx)
@@ -376,12 +378,21 @@ def remove_cmd(ctx: click.Context, paths: tuple[str, ...], dry_run: bool, as_jso
         if dry_run:
             summary = remove_from_library(_open_readonly(cfg), cfg.library_path, relpaths, dry_run=True)
         else:
-            with writer_lock(cfg, wait=False):
-                summary = remove_from_library(Library(cfg.database_path), cfg.library_path, relpaths)
+            try:
+                reply = request(cfg.socket_path, {"cmd": "remove", "paths": relpaths}, timeout=REMOVE_WAIT_S)
+            except DaemonNotRunning:
+                with writer_lock(cfg, wait=False):
+                    summary = remove_from_library(Library(cfg.database_path), cfg.library_path, relpaths)
+            else:
+                if not reply.get("ok"):
+                    raise Fatal(str(reply.get("error")))
+                summary = RemoveSummary(reply["removed"], reply["parts"])
     except RemoveError as exc:
         raise Fatal(str(exc)) from None
     except LibraryBusy as exc:
-        raise Fatal(f"{exc}; stop the daemon (`systemctl stop midid`) before `midictl remove`") from None
+        raise Fatal(f"{exc}; try again when it ends") from None
+    except PermissionError as exc:
+        raise Fatal(str(exc)) from None
     if as_json:
         _emit_json(summary.to_dict())
         return

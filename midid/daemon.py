@@ -20,6 +20,8 @@ import sys
 import threading
 import time
 from collections import Counter
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +36,7 @@ from .logsetup import setup_logging, stacks_on_sigusr1
 from .notify import Heartbeat, Notifier, WatchdogPinger, watchdog_interval_s
 from .pathtext import disk_path, path_text
 from .pool import NoWorkers
+from .remove import RemoveError, remove_from_library
 from .runjob import ImportJobError, open_library, writer_lock
 
 log = logging.getLogger(__name__)
@@ -54,6 +57,7 @@ class ImportJob:
     error: str | None = None
 
 
+REMOVE_TIMEOUT_S = 300.0  # `midictl remove` waits this long for the main loop (a big import job runs first)
 MIN_FREE_BYTES = 64 * 1024 * 1024  # resume writing the library once this much is free again,
 MIN_GAIN_BYTES = 1024 * 1024  # or once this much more is free than when writing stopped
 FOLLOW_CHECK_S = 2.0  # how often a followed import looks whether its own files are done
@@ -470,6 +474,16 @@ class Daemon:
             if not msg.get("wait"):
                 return {"ok": True, "queued": len(paths)}
             return self._follow(job)
+        if cmd == "remove":
+            paths = msg.get("paths")
+            if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths) or not paths:
+                return {"ok": False, "error": "remove needs a non-empty list of library paths"}
+            done: Future[dict[str, Any]] = Future()
+            self.requests.put(lambda: done.set_result(self._remove(paths)))
+            try:
+                return done.result(timeout=REMOVE_TIMEOUT_S)
+            except FutureTimeout:
+                return {"ok": False, "error": "the daemon is still busy; the removal runs when it gets to it"}
         simple: dict[str, Callable[[], None]] = {
             "rescan": lambda: self.jobs.append(ImportJob(self._existing_folders(self.cfg), catch_up=True)),
             "pause": lambda: setattr(self, "paused", True),
@@ -484,8 +498,23 @@ class Daemon:
             if self.devices is None:
                 return {"ok": False, "error": "device sync is not running"}
             return self.devices.request_sync(msg.get("device"), full=bool(msg.get("full")))
-        return {"ok": False, "error": f"unknown command {cmd!r}; known: status, import, rescan, pause, resume, "
-                                      "retry-failed, reload, sync"}
+        return {"ok": False, "error": f"unknown command {cmd!r}; known: status, import, remove, rescan, pause, "
+                                      "resume, retry-failed, reload, sync"}
+
+    def _remove(self, relpaths: list[str]) -> dict[str, Any]:
+        """`midictl remove`, between two steps of the main loop: no import batch or device sync is
+        half done, and a split or analysis still in flight for a removed file is dropped when it
+        comes back (the engine commits results only for files that still exist)."""
+        assert self.lib is not None
+        try:
+            summary = remove_from_library(self.lib, self.cfg.library_path, relpaths)
+        except RemoveError as exc:
+            return {"ok": False, "error": str(exc)}
+        except OSError as exc:
+            log.error("remove %s: %s", ", ".join(relpaths), exc)
+            return {"ok": False, "error": f"could not remove every file: {exc}; run the same `midictl remove` again"}
+        log.info("removed %d file(s) from the library (%s)", len(summary.removed), ", ".join(relpaths))
+        return {"ok": True, **summary.to_dict()}
 
     def _resume(self) -> None:
         self.paused = False

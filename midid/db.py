@@ -426,6 +426,15 @@ class Library:
         self.db.execute(f"UPDATE OR REPLACE failures SET origin = ? || substr(origin, ?) WHERE {_FAILURES_OF}",
                         [new, len(old) + 1, *_failures_of(old)])
 
+    def existing_ids(self, ids: Sequence[int]) -> set[int]:
+        """Those of ``ids`` that are still library files."""
+        found: set[int] = set()
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start:start + 500])
+            found.update(i for (i,) in self.db.execute(
+                f"SELECT id FROM files WHERE id IN ({','.join('?' * len(chunk))})", chunk))
+        return found
+
     def files_under(self, relpaths: Iterable[str]) -> list[tuple[int, str, bool]]:
         """(id, library path, is a split part) of the library files at these library paths or
         inside these library folders, and of their split parts, in id order. Case-insensitive,

@@ -224,6 +224,9 @@ class Engine:
         self.totals.split += len(done_rows)
 
     def _commit_analysis(self, outcomes: list[AnalyzeOutcome]) -> None:
+        # A file removed (`midictl remove`) while its batch was out has no row to attach to.
+        alive = self.lib.existing_ids([o.file_id for o in outcomes])
+        outcomes = [o for o in outcomes if o.file_id in alive]
         rows = [o.row for o in outcomes if o.row is not None]
         errors = [(o.file_id, o.error or "analysis failed") for o in outcomes if o.row is None]
         self.lib.commit_analysis(rows, errors)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import copied, write_config
+from conftest import DATA, copied, write_config
 from notifysock import NotifySocket
 from midid.config import load_config
 from midid.pathtext import path_text
@@ -356,3 +356,33 @@ def test_pause_resume_rescan_and_retry_failed(tmp_path: Path, sample_midi, monke
         if d.proc.poll() is None:
             d.proc.kill()
             d.proc.wait()
+
+
+def test_remove_while_the_daemon_runs_and_a_rescan_leaves_it_out(daemon_env) -> None:
+    """`midictl remove` hands the removal to the running daemon (the one writer); its sources
+    stay, and neither the watcher nor `rescan` brings the pack back."""
+    tmp_path, src, config, start = daemon_env
+    d = start()
+    (src / "Bad Pack").mkdir()
+    (src / "Good").mkdir()
+    (src / "Bad Pack" / "song.mid").write_bytes((DATA / "split" / "pop909_229.mid").read_bytes())
+    (src / "Bad Pack" / "fill.mid").write_bytes((DATA / "midi" / "29_latin-samba_116_fill_4-4.mid").read_bytes())
+    (src / "Good" / "beat.mid").write_bytes((DATA / "midi" / "100_neworleans-secondline_94_beat_4-4.mid").read_bytes())
+    db = tmp_path / "midid.sqlite3"
+    wait_until(lambda: work_left(db, 3) == 0, 120, "the three files imported, split and analysed")
+    done = ctl(config, "remove", "Bad_Pack")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1].startswith("removed 5 file(s), 3 of them split parts;")
+    assert set(files_in_db(tmp_path)) == {"beat.mid"}
+    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        assert conn.execute("SELECT count(*) FROM files").fetchone() == (1,)
+    assert not (tmp_path / "library" / "Bad_Pack").exists()
+    assert sorted(p.name for p in (src / "Bad Pack").iterdir()) == ["fill.mid", "song.mid"]
+    assert ctl(config, "rescan").returncode == 0
+    (src / "Good" / "later.mid").write_bytes((DATA / "analysis" / "9_latin-merengue_158_beat_4-4.mid").read_bytes())
+    wait_until(lambda: files_in_db(tmp_path).get("later.mid"), 120, "a file dropped after the rescan")
+    assert set(files_in_db(tmp_path)) == {"beat.mid", "later.mid"}, "the rescan brought removed files back"
+    gone = ctl(config, "remove", "Bad_Pack")
+    assert gone.returncode == 2 and "nothing in the library at Bad_Pack" in gone.stderr
+    assert d.proc.poll() is None and status(config)["daemon"]["running"]
+    assert d.stop() == 0

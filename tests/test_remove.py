@@ -15,7 +15,10 @@ from conftest import DATA, write_config
 from midid.config import load_config
 from midid.ctl import cli
 from midid.db import Library
+from midid.engine import Engine
 from midid.importer import Importer
+from midid.pool import LocalRunner
+from midid.remove import remove_from_library
 from midid.runjob import writer_lock
 
 SONG = DATA / "split" / "pop909_229.mid"  # three tracks: split into three parts
@@ -146,10 +149,54 @@ def test_a_path_that_is_not_a_library_file_is_refused(library: tuple[Path, Path]
     assert counts(config) == before
 
 
-def test_remove_waits_for_no_one_while_the_daemon_writes(library: tuple[Path, Path]) -> None:
-    """The daemon holds the library's writer lock for its life; remove says to stop it."""
+def test_remove_waits_for_no_one_while_another_process_writes(library: tuple[Path, Path]) -> None:
+    """With no daemon to hand the removal to, it needs the library's writer lock (held here as
+    a one-shot `midictl import --local` holds it); with a daemon, the daemon removes (test_daemon)."""
     config, _ = library
     with writer_lock(load_config(config)):
-        assert "stop the daemon (`systemctl stop midid`) before `midictl remove`" in failing(
+        assert "is being written by another midid process; try again when it ends" in failing(
             config, "remove", "Good/beat.mid")
     assert "Good/beat.mid" in library_files(config)
+
+
+class AnalysisHeld(LocalRunner):
+    """The in-process runner, with analysis results held back until released: a batch still
+    out on a worker while `midictl remove` runs in the daemon's main loop."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held = True
+
+    def wait(self, timeout_s: float):  # type: ignore[no-untyped-def]
+        if not self.held:
+            return super().wait(timeout_s)
+        out = [d for d in self._done if d.kind != "analyze"]
+        for d in out:
+            self._done.remove(d)
+        return out
+
+
+def test_a_file_removed_while_its_analysis_is_in_flight_is_dropped_not_committed(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for f in (FILL, BEAT):
+        (src / f.name).write_bytes(f.read_bytes())
+    cfg = load_config(write_config(tmp_path))
+    lib = Library(cfg.database_path)
+    Importer(cfg, lib).run([src])
+    runner = AnalysisHeld()
+    engine = Engine(cfg, lib, runner)
+    for _ in range(50):
+        engine.step(0.0)
+        if any(d.kind == "analyze" for d in runner._done):
+            break
+    held = [t.file_id for d in runner._done if d.kind == "analyze" for t in d.tasks]
+    assert len(held) == 2, "both files' analysis is out"
+    removed = lib.db.execute("SELECT path FROM files WHERE name = ?", [FILL.name]).fetchone()[0]
+    remove_from_library(lib, cfg.library_path, [removed])
+    runner.held = False
+    engine.run()
+    assert [name for (name,) in lib.db.execute(
+        "SELECT f.name FROM analysis a JOIN files f ON f.id = a.file_id")] == [BEAT.name]
+    assert lib.db.execute("SELECT count(*) FROM analysis").fetchone() == (1,)
+    assert engine.totals.analysed == 1
