@@ -152,7 +152,8 @@ class Engine:
                 tags = priors.get(file_id, [])
                 bpm = next((float(t[4:]) for t in tags if t.startswith("bpm:")), None)
                 words = tuple(t for t in tags if ":" not in t)
-                tasks.append(AnalyzeTask(file_id, data, bpm, words))
+                stated = bpm is not None and f"bpm-stated:{bpm:g}" in tags
+                tasks.append(AnalyzeTask(file_id, data, bpm, words, stated))
         return tasks
 
     def _commit(self, done: Done) -> None:

@@ -213,7 +213,8 @@ class Importer:
                     })
                     tags += [{"file_id": file_id, "tag": t.tag, "source": t.source} for t in meta.tags]
                     for word, source in ((meta.key_tonic and f"key:{meta.key_tonic}{'m' if meta.key_mode == 'minor' else ''}", "filename"),
-                                         (meta.bpm and f"bpm:{meta.bpm:g}", "filename")):
+                                         (meta.bpm and f"bpm:{meta.bpm:g}", "filename"),
+                                         (meta.bpm_stated and f"bpm-stated:{meta.bpm:g}", "filename")):
                         if word:
                             tags.append({"file_id": file_id, "tag": word, "source": source})
                     out.imported += 1

@@ -80,18 +80,29 @@ class NameMeta:
     key_tonic: str | None  # sharps: "C#", never "Db"
     key_mode: str | None  # "major" | "minor"
     tags: tuple[Tag, ...]
+    # The tempo is written as one ("140bpm", "BPM 140"), not read off a bare number: strong
+    # enough to beat a file's 120 BPM placeholder tempo (see analysis.analyze_bytes).
+    bpm_stated: bool = False
 
 
 def _stem(name: str) -> str:
     return _ARCHIVE_SUFFIX.sub("", _MIDI_SUFFIX.sub("", name))
 
 
-def bpm_from_name(text: str) -> float | None:
-    """Tempo written in a name; an explicit `bpm` word beats a bare number."""
+def stated_bpm(text: str) -> float | None:
+    """A tempo a name states with the word: "128bpm", "128 BPM", "bpm128"."""
     for match in _BPM_WORD.finditer(text):
         value = float(match.group(1) or match.group(2))
         if BPM_RANGE[0] <= value <= BPM_RANGE[1]:
             return value
+    return None
+
+
+def bpm_from_name(text: str) -> float | None:
+    """Tempo written in a name; an explicit `bpm` word beats a bare number."""
+    stated = stated_bpm(text)
+    if stated is not None:
+        return stated
     bare = [float(match.group(1)) for match in _BPM_BARE.finditer(text)]
     bare = [value for value in bare if BPM_RANGE[0] <= value <= BPM_RANGE[1]]
     # Of several numbers the last is the tempo: names give an index or a take early and the
@@ -143,15 +154,18 @@ def tags_from_name(text: str) -> list[str]:
 
 @functools.lru_cache(maxsize=4096)
 def _container_metadata(archives: tuple[str, ...], folders: tuple[str, ...]
-                        ) -> tuple[float | None, tuple[str, str] | None, tuple[Tag, ...]]:
-    """BPM, key and tags of the folders and archives around a file; thousands of files share
-    the same containers, so this is computed once per container path."""
+                        ) -> tuple[float | None, bool, tuple[str, str] | None, tuple[Tag, ...]]:
+    """BPM (and whether it is stated as one), key and tags of the folders and archives around
+    a file; thousands of files share the same containers, so this is computed once per
+    container path."""
     containers = [(name, "archive") for name in archives] + [(name, "folder") for name in folders]
     bpm: float | None = None
+    stated = False
     key: tuple[str, str] | None = None
     for name, _source in reversed(containers):
         if bpm is None:
             bpm = bpm_from_name(_stem(name))
+            stated = bpm is not None and stated_bpm(_stem(name)) == bpm
         if key is None:
             key = key_from_name(_stem(name))
     tags: list[Tag] = []
@@ -161,7 +175,7 @@ def _container_metadata(archives: tuple[str, ...], folders: tuple[str, ...]
             if t not in seen:
                 seen.add(t)
                 tags.append(Tag(t, source))
-    return bpm, key, tuple(tags)
+    return bpm, stated, key, tuple(tags)
 
 
 def name_metadata(filename: str, folders: Sequence[str] = (), archives: Sequence[str] = ()) -> NameMeta:
@@ -171,17 +185,20 @@ def name_metadata(filename: str, folders: Sequence[str] = (), archives: Sequence
     "loop 90bpm.mid" means 90), the nearest folder over farther ones.
     """
     stem = _stem(PurePath(filename).name)
-    c_bpm, c_key, c_tags = _container_metadata(tuple(archives), tuple(folders))
+    c_bpm, c_stated, c_key, c_tags = _container_metadata(tuple(archives), tuple(folders))
     bpm = bpm_from_name(stem)
+    stated = bpm is not None and stated_bpm(stem) == bpm
     key = key_from_name(stem)
     tags: list[Tag] = [Tag(t, "filename") for t in tags_from_name(stem)]
     seen = {t.tag for t in tags}
     tags += [t for t in c_tags if t.tag not in seen]
-    bpm = c_bpm if bpm is None else bpm
+    if bpm is None:
+        bpm, stated = c_bpm, c_stated
     key = c_key if key is None else key
     return NameMeta(
         bpm=bpm,
         key_tonic=key[0] if key else None,
         key_mode=key[1] if key else None,
         tags=tuple(tags),
+        bpm_stated=stated,
     )

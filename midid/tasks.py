@@ -36,6 +36,7 @@ class AnalyzeTask:
     data: bytes
     filename_bpm: float | None
     prior_tags: tuple[str, ...]
+    filename_bpm_stated: bool = False  # written "140bpm", not a bare number (metadata.NameMeta)
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,8 @@ def analyze_batch(tasks: Sequence[AnalyzeTask]) -> list[AnalyzeOutcome]:
     out = []
     for task in tasks:
         try:
-            result = analyze_bytes(task.data, filename_bpm=task.filename_bpm, prior_tags=task.prior_tags)
+            result = analyze_bytes(task.data, filename_bpm=task.filename_bpm, prior_tags=task.prior_tags,
+                                   filename_bpm_stated=task.filename_bpm_stated)
             out.append(AnalyzeOutcome(task.file_id, analysis_row(task.file_id, result)))
         except AnalysisError as exc:
             out.append(AnalyzeOutcome(task.file_id, None, _one_line(exc)))

@@ -129,6 +129,23 @@ def test_filename_bpm_fills_in_for_a_missing_tempo_map_but_not_a_present_one() -
     assert (a.bpm, a.bpm_source) == (100.0, "meta")
 
 
+def test_a_stated_file_name_tempo_beats_the_120_bpm_placeholder_of_a_quantised_file() -> None:
+    """A pack exported without setting the tempo says 120 (the MIDI default); "Trap 140bpm"
+    is what the author meant. A bare number, another tempo, a tempo map with changes keep
+    the file's own."""
+    at = lambda bpm: mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm), time=0)  # noqa: E731
+    placeholder = smf([at(120)], drum_pattern(4))
+    a = analyze_bytes(placeholder, filename_bpm=140.0, filename_bpm_stated=True)
+    assert (a.bpm, a.bpm_source) == (140.0, "filename")
+    assert analyze_bytes(placeholder, filename_bpm=140.0).bpm_source == "meta"  # "Trap 140.mid"
+    assert analyze_bytes(placeholder, filename_bpm=120.5, filename_bpm_stated=True).bpm == 120.0
+    own = analyze_bytes(smf([at(121)], drum_pattern(4)), filename_bpm=140.0, filename_bpm_stated=True)
+    assert (own.bpm, own.bpm_source) == (121.0, "meta")
+    changes = [at(120), mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(130), time=TPQ * 8)]
+    mapped = analyze_bytes(smf(changes, drum_pattern(4)), filename_bpm=140.0, filename_bpm_stated=True)
+    assert mapped.bpm_source == "meta" and mapped.tempo_changes == 1
+
+
 def test_bpm_estimate_recovers_a_drum_beat_without_tempo_events() -> None:
     # The beat is written at 120 BPM ticks but the file claims nothing: estimate must say 120.
     a = analyze_bytes(smf(drum_pattern(8)))

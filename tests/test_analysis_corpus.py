@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from rich.console import Console
-from symusic import Note, Score, Track
+from symusic import Note, Score, Tempo, Track
 
 from midid.analysis import analyze_bytes
 from midid.analysis.category import PART_CATEGORY
@@ -59,6 +59,20 @@ def test_filename_bpm_picks_the_octave_of_a_scanned_estimate() -> None:
         hinted = analyze_bytes(data, filename_bpm=plain * factor).bpm_estimate
         assert hinted == pytest.approx(plain * factor, rel=0.03)  # refined on the score nearby
     assert analyze_bytes(data, filename_bpm=plain * 1.25).bpm_estimate == plain
+
+
+def test_a_stated_name_tempo_beats_a_120_placeholder_only_where_the_onsets_agree() -> None:
+    """A performance (off the tick grid) under a 120 BPM tempo event: its onsets in seconds
+    tell its tempo, so a "158bpm" name that they confirm wins, a "100bpm" one does not."""
+    data = retime_to_seconds(GROOVE_FILE.read_bytes())  # ticks: real seconds at 120
+    score = Score.from_midi(data)
+    score.tempos.append(Tempo(0, 120.0))
+    placeholder = score.dumps_midi()
+    agreed = analyze_bytes(placeholder, filename_bpm=158.0, filename_bpm_stated=True)
+    assert (agreed.bpm, agreed.bpm_source) == (158.0, "filename")
+    assert agreed.bpm_estimate == pytest.approx(158, rel=0.04)
+    other = analyze_bytes(placeholder, filename_bpm=100.0, filename_bpm_stated=True)
+    assert (other.bpm, other.bpm_source) == (120.0, "meta")
 
 
 @needs_corpus

@@ -50,3 +50,15 @@ def test_sources_and_precedence() -> None:
     inner = name_metadata("kick.mid", folders=["Trap 140 BPM", "Slow 70 BPM"])
     assert inner.bpm == 70.0                      # the nearest folder wins
     assert [t.tag for t in inner.tags].count("kick") == 1
+
+
+@pytest.mark.parametrize("name, folders, bpm, stated", [
+    ("Trap 140bpm.mid", (), 140.0, True), ("bpm128 keys.mid", (), 128.0, True),
+    ("Loop 95.mid", (), 95.0, False), ("187.mid", (), 187.0, False),
+    ("loop.mid", ("Trap 140 BPM",), 140.0, True), ("loop 90.mid", ("Trap 140 BPM",), 90.0, False),
+    ("loop.mid", ("Trap 140",), 140.0, False), ("keys.mid", (), None, False),
+])
+def test_a_tempo_written_with_the_word_bpm_is_stated(name: str, folders: tuple, bpm: float | None,
+                                                     stated: bool) -> None:
+    meta = name_metadata(name, folders=folders)
+    assert (meta.bpm, meta.bpm_stated) == (bpm, stated)

@@ -16,13 +16,14 @@ import threading
 import time
 from pathlib import Path
 
+import mido
 import pytest
 import symusic
 
 from conftest import copied, run_or_dump, write_config
 from rayhead import (client_server_log, free_port, remove_head, skip_if_client_port_closed,
                      skip_on_client_server_flake, start_head)
-from test_analysis import one_beat_chord_loop
+from test_analysis import TPQ, drum_pattern, notes, one_beat_chord_loop, smf
 from test_daemon import wait_until, work_left
 from midid.analysis import analyze_bytes
 from midid.config import load_config
@@ -70,6 +71,24 @@ def test_a_library_file_gone_before_its_stage_is_recorded_and_the_rest_go_on(tmp
     assert errors[gone].startswith("library file unreadable: No such file") and "midictl check" in errors[gone]
     assert engine.totals.split_parts > 0  # the song's parts, analysed with the other files
     assert engine.totals.analysed == len(sample_midi) - 1 + engine.totals.split_parts
+
+
+def test_a_pack_that_states_its_tempo_beats_the_120_placeholder_of_its_files(tmp_path: Path) -> None:
+    """"Trap 140bpm/loop.mid" exported at the MIDI default 120 is filed at 140, and so are
+    its split parts; a bare "Trap 140" folder leaves the file's 120."""
+    placeholder = [mido.MetaMessage("set_tempo", tempo=500_000, time=0)]
+    song = smf(placeholder, drum_pattern(4), [mido.Message("program_change", program=33, channel=1, time=0)]
+               + notes([(36, TPQ), (43, TPQ)] * 8, channel=1))
+    src = tmp_path / "src"
+    (src / "Trap 140bpm").mkdir(parents=True)
+    (src / "Trap 140").mkdir()
+    (src / "Trap 140bpm" / "song.mid").write_bytes(song)
+    (src / "Trap 140" / "beat.mid").write_bytes(smf(placeholder, drum_pattern(2)))
+    lib, _ = import_and_run(write_config(tmp_path), src, LocalRunner())
+    rows = dict(lib.db.execute("SELECT f.path, a.bpm || ' ' || a.bpm_source FROM files f"
+                               " JOIN analysis a ON a.file_id = f.id").fetchall())
+    assert rows == {"Trap_140bpm/song.mid": "140.0 filename", "Trap_140bpm/song_Drums.mid": "140.0 filename",
+                    "Trap_140bpm/song_Bass.mid": "140.0 filename", "Trap_140/beat.mid": "120.0 meta"}
 
 
 def analysis_rows(lib: Library) -> dict[str, dict]:

@@ -15,7 +15,7 @@ from .kernels import note_summary
 from .key import find_key
 from .model import Analysis
 from .parse import ParsedMidi, parse_midi
-from .tempo import MAX_SECONDS, MetaGrid, estimate_bpm
+from .tempo import MAX_SECONDS, MetaGrid, estimate_bpm, on_tick_grid
 from .timing import (
     bar_count,
     opening_tempo,
@@ -25,7 +25,8 @@ from .timing import (
     time_signature,
 )
 
-DEFAULT_BPM = 120.0
+DEFAULT_BPM = 120.0  # the MIDI default (500,000 us per quarter), and what a file without a tempo says
+STATED_AGREES = 0.04  # an onset estimate this close to a name's stated tempo confirms it
 # Rhythmic role of each drum part in tempo.ROLES[1:] (low, back, high; -1 none); pitched
 # notes below E3 play the "low" role (bass lines lock to the kick).
 _PART_ROLE = np.array([0, 1, 2, 2, -1, -1], dtype=np.int8)
@@ -41,7 +42,8 @@ _TAG_WORD = re.compile(r"[^a-z0-9#]+")
 
 
 def analyze_bytes(
-    data: bytes, *, filename_bpm: float | None = None, prior_tags: Sequence[str] = ()
+    data: bytes, *, filename_bpm: float | None = None, prior_tags: Sequence[str] = (),
+    filename_bpm_stated: bool = False,
 ) -> Analysis:
     """Analyse one standard MIDI file (RIFF RMID already unwrapped).
 
@@ -49,6 +51,14 @@ def analyze_bytes(
     octave of ``bpm_estimate`` among the relatives the onsets allow; ``prior_tags``
     are filename/folder words ("bass", "kick", "loop") that guide, but do not override, the
     category. Raises :class:`AnalysisError` when the bytes hold nothing readable.
+
+    ``filename_bpm_stated``: the name writes the tempo as one ("Trap 140bpm"), not as a bare
+    number. Such a name also beats the file's own tempo when that is the 120 BPM every MIDI
+    writer defaults to (a pack exported without setting the tempo) - but only where the notes
+    cannot say otherwise: they sit on the tick grid (their timing was written in beats, so
+    the 120 never shaped it), or their onsets, read in seconds, agree with the name. A
+    performance whose onsets say 120 keeps 120; a bare number ("Loop 95", POP909's "187")
+    never overrides a tempo event.
     """
     midi = parse_midi(data)
     tags = [t.lower() for t in prior_tags]
@@ -85,7 +95,11 @@ def analyze_bytes(
         # The category's test for one part alone (DrumKicks ...): its own tempo weights.
         single_part=n_drum >= DRUM_SHARE * n_notes and max(hits) >= SINGLE_PART_SHARE * n_drum > 0,
     )
-    if tempo.bpm is not None:
+    if tempo.bpm is not None and not (
+            filename_bpm_stated and filename_bpm and _placeholder_tempo(tempo.bpm, tempo.changes, filename_bpm)
+            and opening is not None
+            and (on_tick_grid(onset_s, MetaGrid(midi.start, tpq, opening))
+                 or (bpm_estimate is not None and abs(bpm_estimate / filename_bpm - 1) <= STATED_AGREES))):
         bpm, source = tempo.bpm, "meta"
     elif filename_bpm is not None and filename_bpm > 0:
         bpm, source = float(filename_bpm), "filename"
@@ -174,6 +188,11 @@ def warm_up() -> None:
                 keys.notes.append(Note(at, tpq, pitch + 2 * (beat // 8), 80))
         score.tracks.extend([drums, keys])
         analyze_bytes(score.dumps_midi())
+
+
+def _placeholder_tempo(bpm: float, changes: int, stated: float) -> bool:
+    """The file's one tempo is the MIDI default and a name states another."""
+    return bpm == DEFAULT_BPM and changes == 0 and abs(stated / DEFAULT_BPM - 1) > 0.01
 
 
 def onset_roles(pitch: np.ndarray, drum: np.ndarray) -> np.ndarray:

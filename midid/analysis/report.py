@@ -61,7 +61,8 @@ def _analyze_path(path: str) -> Analysis:
             raise AnalysisError(f"an archive, not a MIDI file ({_IMPORT_HINT})")
         raise AnalysisError("not a MIDI file (no MThd header)")
     meta = name_metadata(p.name, folders=p.parent.parts[-2:])
-    return analyze_bytes(data, filename_bpm=meta.bpm, prior_tags=[t.tag for t in meta.tags])
+    return analyze_bytes(data, filename_bpm=meta.bpm, prior_tags=[t.tag for t in meta.tags],
+                         filename_bpm_stated=meta.bpm_stated)
 
 
 def _one_line(err: Exception) -> str:

@@ -209,10 +209,9 @@ def estimate_bpm(
     """
     onset_s = from_first_onset(onset_s)
     if meta is not None and meta.start.size:
-        on_grid, frames = grid_onsets(meta.start, onset_s, meta.tpq, FRAME_RATE,
-                                      int(MAX_SECONDS * FRAME_RATE))
-        if on_grid >= GRID_SHARE * meta.start.size:
-            if frames < MIN_ONSETS:
+        grid = _grid(meta, onset_s)
+        if grid is not None:
+            if grid < MIN_ONSETS:
                 return None
             return round(meta.bpm * _hinted_factor(meta.bpm, hint), 2)
     scored = _scored(onset_s, weight, role, weights=PART_WEIGHTS if single_part else WEIGHTS)
@@ -226,6 +225,19 @@ def estimate_bpm(
         near = np.flatnonzero(np.abs(np.log(CANDIDATES / (tempo * factor))) <= _REFINE_LOG)
         tempo = _parabolic(CANDIDATES, score, int(near[score[near].argmax()]))
     return round(tempo, 2)
+
+
+def on_tick_grid(onset_s: np.ndarray, meta: MetaGrid) -> bool:
+    """The notes were written on the tick grid of their one tempo (step-sequenced or
+    quantised; see :func:`estimate_bpm`): their timing carries no tempo of its own."""
+    return bool(meta.start.size) and _grid(meta, from_first_onset(onset_s)) is not None
+
+
+def _grid(meta: MetaGrid, onset_s: np.ndarray) -> int | None:
+    """Onset frames read when GRID_SHARE of the onsets are on a 16th or 16th-triplet of the
+    tick grid, else None (``onset_s`` counted from the first onset)."""
+    on_grid, frames = grid_onsets(meta.start, onset_s, meta.tpq, FRAME_RATE, int(MAX_SECONDS * FRAME_RATE))
+    return int(frames) if on_grid >= GRID_SHARE * meta.start.size else None
 
 
 def _hinted_factor(tempo: float, hint: float | None) -> float:
