@@ -2,9 +2,9 @@
 
 The library keeps its copy when a source is deleted (the library is the collection), and
 `midictl check --repair` restores a library file deleted by hand from its source, so without
-this there is no way to drop anything. Removing deletes the rows first, in one transaction,
-then the files: a crash in between leaves files no row names, which running the same
-`midictl remove` again deletes (a folder's leftovers go with the folder).
+this there is no way to drop anything. Removing deletes the files first, then their rows in one
+transaction: after a crash in between, the rows are still there to find, and running the same
+`midictl remove` again finishes it (a folder's leftovers go with the folder).
 
 Sources are never touched. Their catch-up records stay, so the start-up scan and `midictl
 rescan` find them unchanged and do not bring the files back; importing them again by hand (or
@@ -69,18 +69,18 @@ def remove_from_library(lib: Library, root: Path, relpaths: list[str], *, dry_ru
     summary = RemoveSummary([p for _, p, _ in rows], sum(part for _, _, part in rows), dry_run)
     if dry_run:
         return summary
-    lib.remove_files([i for i, _, _ in rows])
     for rel in summary.removed:
         try:
             (root / rel).unlink()
-        except FileNotFoundError:
+        except FileNotFoundError:  # gone already: a removal cut short
             pass
-    for rel in relpaths:  # what no row names any more: a crash's leftovers
+    for rel in relpaths:  # what no row names: leftovers of a crash or of a hand edit
         target = root / rel
         if target.is_dir() and not target.is_symlink():
             _remove_tree(target)
         elif os.path.lexists(target):
             target.unlink()
+    lib.remove_files([i for i, _, _ in rows])
     _prune_empty_folders(root, {(root / p).parent for p in summary.removed} | {(root / r).parent for r in relpaths})
     return summary
 

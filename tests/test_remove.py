@@ -108,6 +108,19 @@ def test_remove_a_folder_by_the_path_find_prints_with_its_leftovers(library: tup
     assert counts(config)["sources"] == 1  # the fill's alias in Good went with the fill
 
 
+def test_a_removal_cut_short_after_its_files_went_is_finished_by_running_it_again(
+        library: tuple[Path, Path]) -> None:
+    """Files go first, rows last: a crash in between leaves rows to find the rest by."""
+    config, _ = library
+    root = config.parent / "library"
+    for name in ("song.mid", "song_MELODY.mid", "fill.mid"):  # what went before the crash
+        (root / "Bad_Pack" / name).unlink()
+    result = json.loads(ctl(config, "remove", "--json", "Bad_Pack"))
+    assert (result["files"], result["parts"]) == (5, 3)
+    assert library_files(config) == {"Good/beat.mid"} and counts(config)["files"] == 1
+    assert json.loads(CliRunner().invoke(cli, ["--config", str(config), "check", "--json"]).stdout)["ok"]
+
+
 def test_a_rescan_does_not_bring_removed_files_back_importing_them_again_does(library: tuple[Path, Path]) -> None:
     config, src = library
     ctl(config, "remove", "Bad_Pack")
