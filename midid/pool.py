@@ -405,11 +405,17 @@ class RayRunner:
         raises a plain Exception; either way it is unusable, whatever a probe says. A call
         under way when the server for this client died (the head itself still up) fails with
         gRPC's own error instead ("Failed to serialize response!"): the Ray Client turns every
-        error of the work into a Ray exception, so a raw gRPC one is the connection's."""
-        if not isinstance(exc, ConnectionError) and self._ray.is_initialized() and not self._grpc_failure(exc):
+        error of the work into a Ray exception, so a raw gRPC one is the connection's.
+
+        A driver on a node of the cluster talks to its own raylet instead; when that raylet
+        dies, Ray's calls fail with a plain ``OSError`` ("Broken pipe", its IOError status):
+        the same loss, for the same remedy."""
+        lost_link = isinstance(exc, OSError) and not isinstance(exc, self._ray.exceptions.RayError)  # not a task's own
+        if not lost_link and self._ray.is_initialized() and not self._grpc_failure(exc):
             return False
-        log.debug("the Ray Client connection broke: %s", exc)
-        self.lost, self._ray_gone = f"the Ray Client connection broke ({connection_gist(exc)})", True
+        what = "the Ray Client connection" if self.watch.startswith("ray://") else "the connection to Ray"
+        log.debug("%s broke: %s", what, exc)
+        self.lost, self._ray_gone = f"{what} broke ({connection_gist(exc)})", True
         return True
 
     def _grpc_failure(self, exc: Exception) -> bool:

@@ -117,6 +117,25 @@ def test_ray_pools_and_in_process_give_the_same_library(tmp_path: Path, corpus: 
     assert queued["analyze"]["done"] == 28 and queued["split"]["done"] == 16 + 12
 
 
+def test_a_broken_link_to_the_drivers_raylet_is_a_lost_cluster_a_tasks_oserror_is_not(ray_local) -> None:
+    """When the raylet of the driver's own node dies, Ray's calls fail with a bare OSError
+    ("Broken pipe"); it means the pool is gone (redo the batches elsewhere), not a crash of
+    midid. An OSError a task raised comes back wrapped in a RayError and is the task's."""
+    import ray
+
+    runner = RayRunner({"analyze": 1, "split": 0}, max_in_flight=1)
+    try:
+        task_error = ray.exceptions.RayTaskError("run", "Traceback ...", OSError(5, "I/O error")).as_instanceof_cause()
+        assert isinstance(task_error, OSError) and not runner._client_gone(task_error)
+        assert runner.lost is None
+        assert runner._client_gone(OSError("Broken pipe"))  # as ray._raylet.check_status raises it
+        assert runner.lost.startswith("the connection to Ray broke")
+        with pytest.raises(ClusterLost):
+            runner.check()
+    finally:
+        runner.shutdown()
+
+
 def test_split_parts_are_library_files_equal_to_their_source_tracks(tmp_path: Path, sample_midi) -> None:
     song = next(p for p in sample_midi if p.name.startswith("pop909"))
     src = tmp_path / "src"
