@@ -363,19 +363,27 @@ def resume_cmd(ctx: click.Context) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def remove_cmd(ctx: click.Context, paths: tuple[str, ...], dry_run: bool, as_json: bool) -> None:
-    """Take library files or folders (as `find` shows them) out of the library, with their parts.
+    """Take library files or folders (as `find` shows them), or what a source pack brought, out of the library.
 
     Sources are not touched; a rescan does not bring the files back, importing them again does.
     With the daemon running, the daemon does it."""
     from .control import DaemonNotRunning, request
     from .db import Library
-    from .remove import RemoveError, RemoveSummary, library_relpath, remove_from_library
+    from .remove import RemoveError, RemoveSummary, remove_from_library, targets
     from .runjob import LibraryBusy, writer_lock
 
     cfg = _config(ctx)
     try:
-        relpaths = [library_relpath(p, cfg.library_path, Path.cwd()) for p in paths]
-        if dry_run:
+        relpaths: list[str] = []
+        kept = 0
+        reader = _open_readonly(cfg)
+        for given in paths:
+            named, also_elsewhere = targets(reader, cfg.library_path, given, Path.cwd())
+            relpaths += [p for p in named if p not in relpaths]
+            kept += also_elsewhere
+        if not relpaths:
+            summary = RemoveSummary(dry_run=dry_run)
+        elif dry_run:
             summary = remove_from_library(_open_readonly(cfg), cfg.library_path, relpaths, dry_run=True)
         else:
             try:
@@ -393,6 +401,7 @@ def remove_cmd(ctx: click.Context, paths: tuple[str, ...], dry_run: bool, as_jso
         raise Fatal(f"{exc}; try again when it ends") from None
     except PermissionError as exc:
         raise Fatal(str(exc)) from None
+    summary.kept = kept
     if as_json:
         _emit_json(summary.to_dict())
         return
@@ -406,6 +415,8 @@ def remove_cmd(ctx: click.Context, paths: tuple[str, ...], dry_run: bool, as_jso
     else:
         moved = "; with [sources] mode = \"move\" they were the only copies" if cfg.sources.mode == "move" else ""
         click.echo(f"removed {files}; sources untouched (import them again to bring the files back){moved}")
+    if summary.kept:
+        click.echo(f"kept {summary.kept:,} file(s) also imported from elsewhere")
 
 
 @cli.command("check")

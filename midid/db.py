@@ -452,6 +452,17 @@ class Library:
                 f"SELECT id, path FROM files WHERE parent_id IN ({','.join('?' * len(chunk))})", chunk))
         return [(i, p, bool(part)) for i, (p, part) in sorted(found.items())]
 
+    def files_from_source(self, disk_path: str) -> tuple[list[str], int]:
+        """Library paths of the files imported from this on-disk file, archive or folder (as
+        stored) and from nowhere else, and the count of those also imported from elsewhere."""
+        under = "(s.disk_path = ?1 OR (s.disk_path > ?2 AND s.disk_path < ?3))"
+        rows = self.db.execute(
+            "SELECT f.path, EXISTS (SELECT 1 FROM sources o WHERE o.file_id = f.id AND o.kind != 'split'"
+            f" AND NOT {under.replace('s.', 'o.')}) FROM files f WHERE f.id IN"
+            f" (SELECT s.file_id FROM sources s WHERE {under}) ORDER BY f.id",
+            [disk_path, disk_path + "/", disk_path + "0"]).fetchall()
+        return [path for path, elsewhere in rows if not elsewhere], sum(1 for _, elsewhere in rows if elsewhere)
+
     def remove_files(self, ids: Sequence[int]) -> None:
         """Delete these files' rows - analysis, tags, search words, sources, exports - in one
         transaction. Their sources' `scanned` rows stay, so a catch-up scan or `rescan` finds

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .db import Library
 from .durable import STAGING
+from .pathtext import path_text
 
 
 class RemoveError(Exception):
@@ -31,33 +32,44 @@ class RemoveSummary:
     removed: list[str] = field(default_factory=list)  # library paths, parts included
     parts: int = 0
     dry_run: bool = False
+    kept: int = 0  # files a source path named that stay: imported from elsewhere too
 
     def to_dict(self) -> dict[str, object]:
         return {"removed": self.removed, "files": len(self.removed), "parts": self.parts,
-                "dry_run": self.dry_run}
+                "kept": self.kept, "dry_run": self.dry_run}
 
 
-def library_relpath(given: str, root: Path, cwd: Path) -> str:
-    """The library path (relative, '/'-separated) ``given`` names: an absolute path inside the
-    library folder (what `midictl find --paths` prints), or one relative to the library (what
-    `find` shows) or, failing that, to the current folder inside it."""
+def targets(lib: Library, root: Path, given: str, cwd: Path) -> tuple[list[str], int]:
+    """The library paths one argument of `midictl remove` names, and how many files it names
+    that stay.
+
+    An argument is a library file or folder - absolute (what `find --paths` prints) or
+    relative to the library (what `find` shows), or to the current folder inside it - or a
+    source a pack was imported from: a folder or archive (on disk or deleted since), given as
+    the user knows it. A source names the library files imported from it, except those also
+    imported from elsewhere (a loop two packs share stays with the other pack): they are
+    counted as kept."""
     root = Path(os.path.abspath(root))
     if os.path.isabs(given):
         absolute = Path(os.path.abspath(given))
     else:
         absolute = Path(os.path.abspath(root / given))
-        from_cwd = Path(os.path.abspath(cwd / given))
-        if not os.path.lexists(absolute) and os.path.lexists(from_cwd) and from_cwd.is_relative_to(root):
-            absolute = from_cwd
+        if not absolute.is_relative_to(root) or not (
+                os.path.lexists(absolute) or lib.files_under([absolute.relative_to(root).as_posix()])):
+            absolute = Path(os.path.abspath(cwd / given))
     if absolute == root:
         raise RemoveError(f"{given} is the whole library; to start over, stop midid and delete the "
                           "library folder and its database")
-    if not absolute.is_relative_to(root):
-        raise RemoveError(f"{given} is not in the library folder {root}: give a path as `midictl find` shows it")
-    rel = absolute.relative_to(root).as_posix()
-    if rel.split("/", 1)[0] == STAGING:
-        raise RemoveError(f"{given} is midid's staging folder, not part of the library")
-    return rel
+    if absolute.is_relative_to(root):
+        rel = absolute.relative_to(root).as_posix()
+        if rel.split("/", 1)[0] == STAGING:
+            raise RemoveError(f"{given} is midid's staging folder, not part of the library")
+        return [rel], 0
+    removed, kept = lib.files_from_source(path_text(absolute.resolve()))
+    if not removed and not kept:
+        raise RemoveError(f"{given} is neither in the library folder {root} nor a source midid imported"
+                          " files from: give a path as `midictl find` shows it")
+    return removed, kept
 
 
 def remove_from_library(lib: Library, root: Path, relpaths: list[str], *, dry_run: bool = False) -> RemoveSummary:

@@ -383,6 +383,6 @@ def test_remove_while_the_daemon_runs_and_a_rescan_leaves_it_out(daemon_env) -> 
     wait_until(lambda: files_in_db(tmp_path).get("later.mid"), 120, "a file dropped after the rescan")
     assert set(files_in_db(tmp_path)) == {"beat.mid", "later.mid"}, "the rescan brought removed files back"
     gone = ctl(config, "remove", "Bad_Pack")
-    assert gone.returncode == 2 and "nothing in the library at Bad_Pack" in gone.stderr
+    assert gone.returncode == 2 and "Bad_Pack is neither in the library folder" in gone.stderr
     assert d.proc.poll() is None and status(config)["daemon"]["running"]
     assert d.stop() == 0

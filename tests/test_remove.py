@@ -82,7 +82,7 @@ def test_remove_a_file_takes_its_parts_rows_and_files_and_leaves_sources(library
     before = counts(config)
     result = json.loads(ctl(config, "remove", "--json", "Bad_Pack/song.mid"))
     assert result == {"removed": ["Bad_Pack/song.mid", "Bad_Pack/song_MELODY.mid", "Bad_Pack/song_BRIDGE.mid",
-                                  "Bad_Pack/song_PIANO.mid"], "files": 4, "parts": 3, "dry_run": False}
+                                  "Bad_Pack/song_PIANO.mid"], "files": 4, "parts": 3, "kept": 0, "dry_run": False}
     after = counts(config)
     assert after["files"] == before["files"] - 4 and after["analysis"] == before["analysis"] - 4
     assert after["search"] == before["search"] - 4 and after["sources"] == before["sources"] - 4
@@ -106,6 +106,37 @@ def test_remove_a_folder_by_the_path_find_prints_with_its_leftovers(library: tup
     assert not folder.exists() and library_files(config) == {"Good/beat.mid"}
     assert counts(config)["files"] == 1
     assert counts(config)["sources"] == 1  # the fill's alias in Good went with the fill
+
+
+def test_remove_by_the_source_a_pack_came_from_keeps_what_another_pack_also_brought(
+        library: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """"Bad Pack" as the user downloaded it: the song and its parts go; the fill, which "Good"
+    brought too, stays with "Good"."""
+    config, src = library
+    monkeypatch.chdir(src.parent)
+    out = ctl(config, "remove", "src/Bad Pack").splitlines()
+    assert out[-2:] == ["removed 4 file(s), 3 of them split parts; sources untouched (import them again to bring"
+                        " the files back)", "kept 1 file(s) also imported from elsewhere"]
+    assert library_files(config) == {"Bad_Pack/fill.mid", "Good/beat.mid"}
+    assert (src / "Bad Pack" / "song.mid").is_file()
+
+
+def test_remove_by_a_source_deleted_from_disk_since(library: tuple[Path, Path]) -> None:
+    """A producer deletes a pack, then wants it off the library (and the MPC) too."""
+    config, src = library
+    for f in (src / "Good").iterdir():
+        f.unlink()
+    (src / "Good").rmdir()
+    result = json.loads(ctl(config, "remove", "--json", str(src / "Good")))
+    assert (result["removed"], result["kept"]) == (["Good/beat.mid"], 1)
+    assert "Good/beat.mid" not in library_files(config)
+
+
+def test_a_path_in_the_library_folder_with_nothing_there_says_so(library: tuple[Path, Path]) -> None:
+    config, _ = library
+    typo = config.parent / "library" / "Bad_Pak"
+    assert "nothing in the library at Bad_Pak (`midictl find` shows library paths)" in failing(
+        config, "remove", str(typo))
 
 
 def test_a_removal_cut_short_after_its_files_went_is_finished_by_running_it_again(
@@ -149,11 +180,11 @@ def test_remove_forgets_what_was_synced_to_a_drive(library: tuple[Path, Path]) -
 
 
 @pytest.mark.parametrize(("path", "message"), [
-    ("/etc", "/etc is not in the library folder"),
-    ("../..", "is not in the library folder"),
+    ("/etc", "/etc is neither in the library folder"),
+    ("../..", "nor a source midid imported files from: give a path as `midictl find` shows it"),
     (".", "is the whole library; to start over, stop midid and delete the library folder and its database"),
     (".midid-staging", "is midid's staging folder, not part of the library"),
-    ("No_Such_Pack", "nothing in the library at No_Such_Pack (`midictl find` shows library paths)"),
+    ("No_Such_Pack", "No_Such_Pack is neither in the library folder"),
 ])
 def test_a_path_that_is_not_a_library_file_is_refused(library: tuple[Path, Path], path: str, message: str) -> None:
     config, _ = library
