@@ -374,17 +374,18 @@ def remove_cmd(ctx: click.Context, paths: tuple[str, ...], dry_run: bool, as_jso
 
     cfg = _config(ctx)
     try:
-        relpaths: list[str] = []
+        named: dict[str, None] = {}  # in order, once each
         kept = 0
         reader = _open_readonly(cfg)
         for given in paths:
-            named, also_elsewhere = targets(reader, cfg.library_path, given, Path.cwd())
-            relpaths += [p for p in named if p not in relpaths]
+            found, also_elsewhere = targets(reader, cfg.library_path, given, Path.cwd())
+            named.update(dict.fromkeys(found))
             kept += also_elsewhere
+        relpaths = list(named)
         if not relpaths:
             summary = RemoveSummary(dry_run=dry_run)
         elif dry_run:
-            summary = remove_from_library(_open_readonly(cfg), cfg.library_path, relpaths, dry_run=True)
+            summary = remove_from_library(reader, cfg.library_path, relpaths, dry_run=True)
         else:
             try:
                 reply = request(cfg.socket_path, {"cmd": "remove", "paths": relpaths}, timeout=REMOVE_WAIT_S)

@@ -442,9 +442,11 @@ class Library:
         folder)."""
         found: dict[int, tuple[str, bool]] = {}
         for rel in relpaths:
+            # "rel/" up to "rel0" ('/' is 0x2F) is everything in the folder; both halves use
+            # idx_files_path, whose NOCASE collation these comparisons share.
             found.update((i, (p, part)) for i, p, part in self.db.execute(
                 "SELECT id, path, parent_id IS NOT NULL FROM files WHERE path = ?1 COLLATE NOCASE"
-                " OR substr(path, 1, ?2) = ?3 COLLATE NOCASE", [rel, len(rel) + 1, rel + "/"]))
+                " OR (path > ?2 COLLATE NOCASE AND path < ?3 COLLATE NOCASE)", [rel, rel + "/", rel + "0"]))
         ids = list(found)
         for start in range(0, len(ids), 500):
             chunk = ids[start:start + 500]

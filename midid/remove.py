@@ -74,10 +74,15 @@ def targets(lib: Library, root: Path, given: str, cwd: Path) -> tuple[list[str],
 
 def remove_from_library(lib: Library, root: Path, relpaths: list[str], *, dry_run: bool = False) -> RemoveSummary:
     """Remove the files at or under ``relpaths`` (and their split parts) from the library."""
-    missing = [rel for rel in relpaths if not lib.files_under([rel]) and not os.path.lexists(root / rel)]
+    rows, missing = [], []
+    for rel in relpaths:
+        found = lib.files_under([rel])
+        if not found and not os.path.lexists(root / rel):
+            missing.append(rel)
+        rows += found
     if missing:
         raise RemoveError(f"nothing in the library at {', '.join(missing)} (`midictl find` shows library paths)")
-    rows = lib.files_under(relpaths)
+    rows = sorted({row[0]: row for row in rows}.values())  # a file named twice (a folder and a file in it)
     summary = RemoveSummary([p for _, p, _ in rows], sum(part for _, _, part in rows), dry_run)
     if dry_run:
         return summary
