@@ -510,7 +510,7 @@ class Daemon:
             summary = remove_from_library(self.lib, self.cfg.library_path, relpaths)
         except RemoveError as exc:
             return {"ok": False, "error": str(exc)}
-        except OSError as exc:
+        except (OSError, sqlite3.Error) as exc:  # a file or the database refused: say so, keep running
             log.error("remove %s: %s", ", ".join(relpaths), exc)
             return {"ok": False, "error": f"could not remove every file: {exc}; run the same `midictl remove` again"}
         log.info("removed %d file(s) from the library (%s)", len(summary.removed), ", ".join(relpaths))
