@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 from .pathtext import path_text
@@ -20,7 +20,7 @@ from .records import ANALYSIS_COLUMNS, ANALYZER_VERSION
 if TYPE_CHECKING:
     import sqlite_utils
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 STAGES = ("import", "sanitize", "split", "analyze", "rename", "export")
 
 
@@ -110,7 +110,42 @@ def _migrate_3(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX idx_files_reanalyse_queue ON files(id) WHERE reanalyse = 1 AND error IS NULL")
 
 
-MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3}
+def _migrate_4(db: sqlite_utils.Database) -> None:
+    """Tempos a pack's name states ("Trap 140bpm/loop.mid") now beat a file's 120 BPM
+    placeholder tempo (`analysis.analyze_bytes`), through a `bpm-stated:` tag the import
+    writes. Files imported before have no such tag: the ones whose analysis took the
+    placeholder get it from their name and first source (as the import would have written it),
+    and are queued for analysis again with their split parts. Only those: a library's other
+    files are not analysed again for it."""
+    from .metadata import name_metadata
+    from .pathtext import readable
+
+    stated: list[tuple[int, str]] = []
+    for file_id, name, origin, tag in db.execute(
+            "SELECT f.id, f.name, (SELECT s.origin FROM sources s WHERE s.file_id = f.id AND s.kind != 'split'"
+            "  ORDER BY s.id LIMIT 1),"
+            " (SELECT t.tag FROM tags t WHERE t.file_id = f.id AND t.tag LIKE 'bpm:%' LIMIT 1)"
+            " FROM files f JOIN analysis a ON a.file_id = f.id"
+            " WHERE f.parent_id IS NULL AND a.bpm = 120.0 AND a.bpm_source = 'meta'").fetchall():
+        if not tag or not origin:
+            continue
+        disk, *members = origin.split("!")
+        folders = [*PurePath(disk).parent.parts[-2:], *(p for m in members for p in PurePath(m).parent.parts)]
+        archives = [PurePath(disk).name, *(PurePath(m).name for m in members[:-1])] if members else []
+        meta = name_metadata(readable(name), folders=[readable(f) for f in folders],
+                             archives=[readable(a) for a in archives])
+        if meta.bpm_stated and tag == f"bpm:{meta.bpm:g}":
+            stated.append((file_id, f"bpm-stated:{meta.bpm:g}"))
+    db.conn.executemany("INSERT OR IGNORE INTO tags(file_id, tag, source) VALUES (?, ?, 'filename')", stated)
+    db.conn.executemany(
+        "INSERT OR IGNORE INTO tags(file_id, tag, source) SELECT id, ?, 'parent' FROM files WHERE parent_id = ?",
+        [(t, i) for i, t in stated])
+    db.conn.executemany(
+        "UPDATE files SET reanalyse = 1 WHERE (id = ?1 OR parent_id = ?1) AND analysed_at IS NOT NULL",
+        [(i,) for i, _ in stated])
+
+
+MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3, 4: _migrate_4}
 
 
 class ReadOnlyDatabase:

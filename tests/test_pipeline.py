@@ -14,6 +14,7 @@ import sys
 import tempfile
 import threading
 import time
+import zipfile
 from pathlib import Path
 
 import mido
@@ -634,3 +635,46 @@ def test_a_job_that_keeps_losing_its_workers_stops_with_an_error_instead_of_loop
     assert outcome[:-1] == [True] * runjob.MAX_RAY_LOSSES
     assert isinstance(outcome[-1], runjob.ImportJobError)
     assert "resumes" in str(outcome[-1]) and isinstance(engine.runner, NoWorkers)
+
+
+def test_files_a_schema_3_midid_filed_at_the_120_placeholder_are_analysed_again(tmp_path: Path) -> None:
+    """Migration 4: a "Trap 140bpm" pack imported before stated tempos counted (no
+    `bpm-stated` tag, analysis at 120) gets the tag and is analysed again, parts included;
+    a bare-number pack and files at other tempos are left alone."""
+    from midid import db as dbmod
+
+    placeholder = [mido.MetaMessage("set_tempo", tempo=500_000, time=0)]
+    src = tmp_path / "src"
+    for folder in ("Trap 140bpm", "Trap 140", "Lofi 90bpm"):
+        (src / folder).mkdir(parents=True)
+    song = smf(placeholder, drum_pattern(4), [mido.Message("program_change", program=33, channel=1, time=0)]
+               + notes([(36, TPQ), (43, TPQ)] * 8, channel=1))
+    (src / "Trap 140bpm" / "song.mid").write_bytes(song)
+    (src / "Trap 140" / "beat.mid").write_bytes(smf(placeholder, drum_pattern(2)))
+    (src / "Lofi 90bpm" / "keys.mid").write_bytes(
+        smf([mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(90), time=0)], drum_pattern(3)))
+    with zipfile.ZipFile(src / "Drill 150bpm.zip", "w") as pack:  # stated by the archive's name
+        pack.writestr("Drums/loop.mid", smf(placeholder, drum_pattern(5)))
+    config = write_config(tmp_path)
+    lib, _ = import_and_run(config, src, LocalRunner())
+    # What a schema-3 midid left: no stated tags, the placeholder taken as the tempo.
+    with lib.db.atomic():
+        lib.db.execute("DELETE FROM tags WHERE tag LIKE 'bpm-stated:%'")
+        lib.db.execute("UPDATE analysis SET bpm = 120.0, bpm_source = 'meta' WHERE bpm_source = 'filename'")
+        lib.db.execute("PRAGMA user_version = 3")
+    lib.close()
+    assert dbmod.SCHEMA_VERSION == 4
+    cfg = load_config(config)
+    migrated = Library(cfg.database_path)
+    queued = {name for _, _, name in migrated.reanalyse_queue(100)}
+    assert queued == {"song.mid", "song_Drums.mid", "song_Bass.mid", "loop.mid"}
+    tags = {(name, tag) for name, tag in migrated.db.execute(
+        "SELECT f.name, t.tag FROM tags t JOIN files f ON f.id = t.file_id WHERE t.tag LIKE 'bpm-stated:%'")}
+    assert tags == {("song.mid", "bpm-stated:140"), ("song_Drums.mid", "bpm-stated:140"),
+                    ("song_Bass.mid", "bpm-stated:140"), ("loop.mid", "bpm-stated:150")}  # not "Lofi 90bpm": at 90
+    Engine(cfg, migrated, LocalRunner()).run()
+    rows = dict(migrated.db.execute("SELECT f.name, a.bpm || ' ' || a.bpm_source FROM files f"
+                                    " JOIN analysis a ON a.file_id = f.id").fetchall())
+    assert rows == {"song.mid": "140.0 filename", "song_Drums.mid": "140.0 filename",
+                    "song_Bass.mid": "140.0 filename", "beat.mid": "120.0 meta", "keys.mid": "90.0 meta",
+                    "loop.mid": "150.0 filename"}
