@@ -470,24 +470,22 @@ class Library:
                 f"SELECT id FROM files WHERE id IN ({','.join('?' * len(chunk))})", chunk))
         return found
 
-    def files_under(self, relpaths: Iterable[str]) -> list[tuple[int, str, bool]]:
-        """(id, library path, is a split part) of the library files at these library paths or
-        inside these library folders, and of their split parts, in id order. Case-insensitive,
-        as the library's names are unique (a library on exFAT sees "pack" and "Pack" as one
-        folder)."""
-        found: dict[int, tuple[str, bool]] = {}
-        for rel in relpaths:
-            # "rel/" up to "rel0" ('/' is 0x2F) is everything in the folder; both halves use
-            # idx_files_path, whose NOCASE collation these comparisons share.
-            found.update((i, (p, part)) for i, p, part in self.db.execute(
-                "SELECT id, path, parent_id IS NOT NULL FROM files WHERE path = ?1 COLLATE NOCASE"
-                " OR (path > ?2 COLLATE NOCASE AND path < ?3 COLLATE NOCASE)", [rel, rel + "/", rel + "0"]))
+    def files_under(self, rel: str) -> list[tuple[int, str, bool]]:
+        """(id, library path, is a split part) of the library file at this library path or the
+        files inside this library folder, and of their split parts, in id order.
+        Case-insensitive, as the library's names are unique (a library on exFAT sees "pack" and
+        "Pack" as one folder)."""
+        # "rel/" up to "rel0" ('/' is 0x2F) is everything in the folder; both halves use
+        # idx_files_path, whose NOCASE collation these comparisons share.
+        found: dict[int, tuple[str, bool]] = {i: (p, bool(part)) for i, p, part in self.db.execute(
+            "SELECT id, path, parent_id IS NOT NULL FROM files WHERE path = ?1 COLLATE NOCASE"
+            " OR (path > ?2 COLLATE NOCASE AND path < ?3 COLLATE NOCASE)", [rel, rel + "/", rel + "0"])}
         ids = list(found)
         for start in range(0, len(ids), 500):
             chunk = ids[start:start + 500]
             found.update((i, (p, True)) for i, p in self.db.execute(
                 f"SELECT id, path FROM files WHERE parent_id IN ({','.join('?' * len(chunk))})", chunk))
-        return [(i, p, bool(part)) for i, (p, part) in sorted(found.items())]
+        return [(i, p, part) for i, (p, part) in sorted(found.items())]
 
     def files_from_source(self, disk_path: str) -> tuple[list[str], int]:
         """Library paths of the files imported from this on-disk file, archive or folder (as

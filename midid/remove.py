@@ -15,6 +15,7 @@ file was the source: it is gone for good.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,7 +56,7 @@ def targets(lib: Library, root: Path, given: str, cwd: Path) -> tuple[list[str],
     else:
         absolute = Path(os.path.abspath(root / given))
         if not absolute.is_relative_to(root) or not (
-                os.path.lexists(absolute) or lib.files_under([absolute.relative_to(root).as_posix()])):
+                os.path.lexists(absolute) or lib.files_under(absolute.relative_to(root).as_posix())):
             absolute = Path(os.path.abspath(cwd / given))
     if absolute == root:
         raise RemoveError(f"{given} is the whole library; to start over, stop midid and delete the "
@@ -76,7 +77,7 @@ def remove_from_library(lib: Library, root: Path, relpaths: list[str], *, dry_ru
     """Remove the files at or under ``relpaths`` (and their split parts) from the library."""
     rows, missing = [], []
     for rel in relpaths:
-        found = lib.files_under([rel])
+        found = lib.files_under(rel)
         if not found and not os.path.lexists(root / rel):
             missing.append(rel)
         rows += found
@@ -94,22 +95,12 @@ def remove_from_library(lib: Library, root: Path, relpaths: list[str], *, dry_ru
     for rel in relpaths:  # what no row names: leftovers of a crash or of a hand edit
         target = root / rel
         if target.is_dir() and not target.is_symlink():
-            _remove_tree(target)
+            shutil.rmtree(target)
         elif os.path.lexists(target):
             target.unlink()
     lib.remove_files([i for i, _, _ in rows])
     _prune_empty_folders(root, {(root / p).parent for p in summary.removed} | {(root / r).parent for r in relpaths})
     return summary
-
-
-def _remove_tree(folder: Path) -> None:
-    for dirpath, dirnames, filenames in os.walk(folder, topdown=False):
-        for name in filenames:
-            Path(dirpath, name).unlink()
-        for name in dirnames:
-            sub = Path(dirpath, name)
-            sub.unlink() if sub.is_symlink() else sub.rmdir()
-    folder.rmdir()
 
 
 def _prune_empty_folders(root: Path, folders: set[Path]) -> None:
