@@ -20,13 +20,16 @@ the pool otherwise idle (no batch of any stage sharing it), so a suspect that ki
 alone is guilty and is bisected until the one poisoned task is isolated and reported as
 failed. Innocent batches just finish on their second run. Ray restarts the actor.
 
-"Alone" needs a worker that was alive when the suspect reached it: each suspect goes out right
-behind a ping (`pid`) on the same actor, and actor tasks run in order. When the ping failed
-too, the worker was gone before the suspect ran (its node or Ray going down, an actor that
-cannot start): the suspect is sent again after a back-off, unblamed, and a pool whose workers
-stop answering `MAX_UNANSWERED` times in a row is treated as lost - unless Ray says the actor
-is being restarted (`ActorUnavailableError`), which on two loaded cores can outlast those
-back-offs: then only once it has not answered for `RESTART_GRACE_S`.
+"Alone" needs a worker that was alive when the suspect reached it: a suspect goes out only
+once a ping (`pid`) to its actor has come back. Sending the two together is not enough: a
+worker that dies a few milliseconds after answering the ping loses the answer with its socket
+(seen here as "Socket closed"), and the guilty file looked innocent and was sent again, every
+time, until the pool was taken for lost. When the ping fails, the worker is gone (its node or
+Ray going down, an actor that cannot start, one Ray is still restarting): the suspect is
+pinged again after a back-off, and a pool whose workers stop answering `MAX_UNANSWERED` times
+in a row is treated as lost - unless Ray says the actor is being restarted
+(`ActorUnavailableError`), which on two loaded cores can outlast those back-offs: then only
+once it has not answered for `RESTART_GRACE_S`.
 
 A head that goes away looks, from here, exactly like that crash: every batch fails with the
 same `ActorUnavailableError` a hostile file causes. So before blaming the files, the pool asks
@@ -71,8 +74,12 @@ CLIENT_GRACE_S = 10
 # alone put a whole pool on one node in 4 of 12 tries.
 ACTOR_CPUS = 0.01
 MAX_UNANSWERED = 5  # suspects in a row whose worker was already gone: the pool is lost
-RESTART_GRACE_S = 30.0  # ... when Ray is restarting the worker, and this long since the first
-BACKOFF_S = (0.25, 0.5, 1.0, 2.0, 4.0)  # before a suspect goes out again after its ping failed
+# ... when Ray is restarting the worker, and this long since the first: what Ray itself gives a
+# starting worker to register (worker_register_timeout_seconds); a restart under a loaded
+# two-core import took over 30 s here.
+RESTART_GRACE_S = 60.0
+BACKOFF_S = (0.25, 0.5, 1.0, 2.0, 4.0)  # before a suspect's actor is pinged again after a failed ping
+PING_TIMEOUT_S = 30.0  # a ping to an idle actor unanswered this long: its worker is gone
 
 
 class ClusterLost(ConnectionError):
@@ -87,7 +94,8 @@ class Batch:
     ref: Any = None
     actor: Any = None
     submitted: float = 0.0
-    ping: Any = None  # a suspect's: the `pid` call sent to its actor just before it
+    ping: Any = None  # a suspect's: the `pid` call to its actor, which must answer before it goes
+    pinged: float = 0.0  # when that ping went out (monotonic)
     not_before: float = 0.0  # a suspect waits until then (monotonic) to go out again
 
 
@@ -256,6 +264,7 @@ class RayRunner:
     name = "ray"
     probe_every_s = 2.0
     probe_timeout_s = 2.0
+    restart_grace_s = RESTART_GRACE_S
 
     def __init__(self, sizes: dict[str, int], *, max_in_flight: int = 2, batch_timeout_s: float = 120.0,
                  worker: type | None = None, watch: str | None = None) -> None:
@@ -305,14 +314,14 @@ class RayRunner:
     def submit(self, kind: str, tasks: Sequence[Any]) -> None:
         self._send(Batch(kind, tasks))
 
-    def _send(self, batch: Batch) -> None:
-        pool = self.pools[batch.kind]
-        actor = min(pool, key=lambda a: self.load.get(id(a), 0))
+    def _least_loaded(self, kind: str) -> Any:
+        return min(self.pools[kind], key=lambda a: self.load.get(id(a), 0))
+
+    def _send(self, batch: Batch, actor: Any = None) -> None:
+        actor = actor or self._least_loaded(batch.kind)
         self.load[id(actor)] = self.load.get(id(actor), 0) + 1
         batch.actor, batch.submitted = actor, time.monotonic()
         with self._client_calls():
-            if batch.attempt:
-                batch.ping = actor.pid.remote()
             batch.ref = actor.run.remote(batch.kind, list(batch.tasks))
             self.in_flight[batch.ref] = batch  # a Ray Client ref's hash waits for its id
 
@@ -325,13 +334,16 @@ class RayRunner:
         ray = self._ray
         self.check()
         self._send_suspects()
-        if not self.in_flight:
+        pings = [s.ping for s in self._suspects if s.ping is not None]
+        if not self.in_flight and not pings:
             if self._suspects:  # backing off: wait here rather than have the caller spin
                 soonest = min(s.not_before for s in self._suspects) - time.monotonic()
                 time.sleep(min(max(soonest, 0.0), timeout_s))
             return []
         with self._client_calls():
-            ready, _ = ray.wait(list(self.in_flight), num_returns=1, timeout=timeout_s)
+            # A ping coming back ends the wait too: its suspect goes out on the next call.
+            ready, _ = ray.wait([*self.in_flight, *pings], num_returns=1, timeout=timeout_s)
+            ready = [r for r in ready if r in self.in_flight]
             if ready:
                 rest = [r for r in self.in_flight if r not in ready]
                 if rest:
@@ -427,13 +439,53 @@ class RayRunner:
 
     def _send_suspects(self) -> None:
         """A suspect runs alone in its pool (whatever stages share it), so a crash can only be
-        its own doing."""
+        its own doing; it goes out once its actor has answered a ping."""
+        for suspect in list(self._suspects):
+            if suspect.ping is not None:
+                self._ping_back(suspect)
         now = time.monotonic()
         for suspect in list(self._suspects):
-            if suspect.not_before <= now and not any(
-                    self._shares_pool(b, suspect.kind) for b in self.in_flight.values()):
-                self._suspects.remove(suspect)
-                self._send(suspect)
+            if suspect.ping is None and suspect.not_before <= now and not any(
+                    self._shares_pool(b, suspect.kind)
+                    for b in [*self.in_flight.values(), *(s for s in self._suspects if s.ping is not None)]):
+                suspect.actor, suspect.pinged = self._least_loaded(suspect.kind), now
+                with self._client_calls():
+                    suspect.ping = suspect.actor.pid.remote()
+
+    def _ping_back(self, suspect: Batch) -> None:
+        """Send a suspect whose ping has answered; back off one whose ping failed."""
+        ray = self._ray
+        with self._client_calls():
+            ready, _ = ray.wait([suspect.ping], timeout=0)
+        if not ready:
+            if time.monotonic() - suspect.pinged >= PING_TIMEOUT_S:
+                self._unanswered_ping(suspect, TimeoutError(f"no answer in {PING_TIMEOUT_S:.0f} s"))
+            return
+        try:
+            with self._client_calls():
+                ray.get(suspect.ping)
+        except self._actor_failures as exc:
+            self._unanswered_ping(suspect, exc)
+            return
+        self._unanswered = 0  # a worker answered: the row of workers found gone is broken
+        self._suspects.remove(suspect)
+        suspect.ping = None
+        self._send(suspect, suspect.actor)
+
+    def _unanswered_ping(self, suspect: Batch, exc: BaseException) -> None:
+        self._unanswered += 1
+        if self._unanswered == 1:
+            self._unanswered_since = time.monotonic()
+        log.warning("the worker for a suspect batch (%s stage) did not answer (%s; %d in a row); "
+                    "it is asked again before the batch goes", suspect.kind, type(exc).__name__,
+                    self._unanswered)
+        restarting = isinstance(exc, self._ray.exceptions.ActorUnavailableError)
+        if self._unanswered >= MAX_UNANSWERED and (
+                not restarting or time.monotonic() - self._unanswered_since >= self.restart_grace_s):
+            self.lost = (f"its workers stopped answering ({self._unanswered} times in a row, "
+                         f"last {type(exc).__name__}{worker_error(exc)})")
+        suspect.ping = None
+        suspect.not_before = time.monotonic() + BACKOFF_S[min(self._unanswered, len(BACKOFF_S)) - 1]
 
     def _crashed(self, batch: Batch, exc: BaseException) -> list[Done]:
         """Batches in flight when a worker died are suspects; one that dies alone is guilty."""
@@ -442,40 +494,12 @@ class RayRunner:
         if batch.attempt == 0:
             self._suspects.append(Batch(batch.kind, batch.tasks, attempt=1))
             return []
-        if not self._answered(batch.ping):
-            self._unanswered += 1
-            if self._unanswered == 1:
-                self._unanswered_since = time.monotonic()
-            log.warning("its worker was already gone before the batch reached it (%d in a row); "
-                        "the batch is not to blame and goes again", self._unanswered)
-            restarting = isinstance(exc, self._ray.exceptions.ActorUnavailableError)
-            if self._unanswered >= MAX_UNANSWERED and (
-                    not restarting or time.monotonic() - self._unanswered_since >= RESTART_GRACE_S):
-                self.lost = (f"its workers stopped answering ({self._unanswered} times in a row, "
-                             f"last {type(exc).__name__}{worker_error(exc)})")
-            backoff = BACKOFF_S[min(self._unanswered, len(BACKOFF_S)) - 1]
-            self._suspects.append(Batch(batch.kind, batch.tasks, attempt=batch.attempt,
-                                        not_before=time.monotonic() + backoff))
-            return []
-        self._unanswered = 0  # its worker was alive: the row of workers found gone is broken
         if len(batch.tasks) == 1:
             return [Done(batch.kind, batch.tasks, None, CRASH_ERROR)]
         half = len(batch.tasks) // 2
         self._suspects.append(Batch(batch.kind, batch.tasks[:half], attempt=batch.attempt + 1))
         self._suspects.append(Batch(batch.kind, batch.tasks[half:], attempt=batch.attempt + 1))
         return []
-
-    def _answered(self, ping: Any) -> bool:
-        """Whether the worker ran the ping sent just before a suspect: alive when it got there."""
-        try:
-            self._ray.get(ping, timeout=1.0)
-        except (*self._actor_failures, self._ray.exceptions.GetTimeoutError):
-            return False
-        except Exception as exc:
-            if not self._client_gone(exc):
-                raise
-            return False
-        return True
 
     def _kill_hung(self) -> None:
         now = time.monotonic()

@@ -204,8 +204,8 @@ class PoisonWorker(_Worker):
 
 
 class SlowRestartPoisonWorker(PoisonWorker):
-    """A poisoned file's worker whose restart outlasts the suspects' back-offs (7.75 s in all),
-    as a worker's start did on two cores loaded by the rest of the suite."""
+    """A poisoned file's worker whose restart outlasts the back-offs between pings (7.75 s in
+    all), as a worker's start did on two cores loaded by the rest of the suite."""
 
     started = ""  # a marker file, set by the test before the class is shipped to Ray
 
@@ -252,12 +252,13 @@ def test_workers_gone_before_a_suspect_reaches_them_blame_no_file(ray_local, wor
     here every worker is gone first, so no task may come back blamed; the pool is lost."""
     ray_local.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     runner = RayRunner({"analyze": 1, "split": 0}, max_in_flight=1, worker=worker)
+    runner.restart_grace_s = 10.0  # a worker gone for good gets that long to come back
     done = []
     try:
         runner.submit("analyze", ["a", "b", "c", "d"])
         deadline = time.monotonic() + 120
         with pytest.raises(ClusterLost, match="workers stopped answering") as lost:
-            while time.monotonic() < deadline:  # a restarting worker gets RESTART_GRACE_S
+            while time.monotonic() < deadline:
                 done += runner.wait(1.0)
     finally:
         runner.shutdown()
