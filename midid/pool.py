@@ -74,10 +74,10 @@ CLIENT_GRACE_S = 10
 # alone put a whole pool on one node in 4 of 12 tries.
 ACTOR_CPUS = 0.01
 MAX_UNANSWERED = 5  # suspects in a row whose worker was already gone: the pool is lost
-# ... when Ray is restarting the worker, and this long since the first: what Ray itself gives a
-# starting worker to register (worker_register_timeout_seconds); a restart under a loaded
-# two-core import took over 30 s here.
-RESTART_GRACE_S = 60.0
+# ... when Ray is restarting the worker, and this long since the first: the 60 s Ray itself gives
+# a starting worker to register (worker_register_timeout_seconds), and as long again for its
+# start-up. A restart on two cores under three busy loops took up to ~50 s here.
+RESTART_GRACE_S = 120.0
 BACKOFF_S = (0.25, 0.5, 1.0, 2.0, 4.0)  # before a suspect's actor is pinged again after a failed ping
 PING_TIMEOUT_S = 30.0  # a ping to an idle actor unanswered this long: its worker is gone
 
