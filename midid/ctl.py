@@ -20,7 +20,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
-from .config import CATEGORIES, Config, ConfigError, find_config_file, get_value, load_config, set_value, unset_value
+from .config import (CATEGORIES, DROPIN_NAME, Config, ConfigError, dropin_dir, find_config_file, get_value, load_config,
+                     set_value, unset_value)
 from .logsetup import stacks_on_sigusr1
 
 log = logging.getLogger(__name__)
@@ -497,6 +498,7 @@ def config_path_cmd(ctx: click.Context) -> None:
 @click.option("--origin", is_flag=True, help="Say which file each value comes from.")
 @click.pass_context
 def config_show(ctx: click.Context, origin: bool) -> None:
+    """The whole configuration in effect: your file, its drop-ins and the defaults, merged."""
     import tomli_w
 
     cfg = _config(ctx)
@@ -513,6 +515,7 @@ def config_show(ctx: click.Context, origin: bool) -> None:
 @click.argument("key")
 @click.pass_context
 def config_get(ctx: click.Context, key: str) -> None:
+    """The value of KEY (section.name) in effect."""
     try:
         value = get_value(_config(ctx), key)
     except ConfigError as exc:
@@ -531,13 +534,17 @@ def config_set(ctx: click.Context, key: str, value: str) -> None:
         set_value(main, key, value)
     except ConfigError as exc:
         raise Fatal(str(exc)) from None
+    in_effect = _say_in_effect(ctx, main, key, written=True)
     _tell_daemon_reload(main)
+    if not in_effect:
+        ctx.exit(1)
 
 
 @config_group.command("unset")
 @click.argument("key")
 @click.pass_context
 def config_unset(ctx: click.Context, key: str) -> None:
+    """Take KEY out of the midictl drop-in: your file, another drop-in or the default decides again."""
     main = find_config_file(ctx.obj.get("config"))
     try:
         removed = unset_value(main, key)
@@ -545,7 +552,26 @@ def config_unset(ctx: click.Context, key: str) -> None:
         raise Fatal(str(exc)) from None
     if not removed:
         err_console.print(f"{key} is not set by midictl; nothing to do")
+        return
+    _say_in_effect(ctx, main, key, written=False)
     _tell_daemon_reload(main)
+
+
+def _say_in_effect(ctx: click.Context, main: Path, key: str, written: bool) -> bool:
+    """Say what KEY is now and where that comes from; False when midictl has just `written` it
+    but a drop-in that sorts after midictl's own (say 90-local.toml) sets it too and wins: the
+    `config set` would otherwise look done and not be."""
+    cfg = _config(ctx)
+    value = get_value(cfg, key)
+    shown = escape(json.dumps(value) if not isinstance(value, str) else value)
+    origin = cfg.origins.get(key)
+    ours = str(dropin_dir(main) / DROPIN_NAME)
+    if not written or origin in (None, str(main), ours):
+        err_console.print(f"{key} = {shown}  ({escape(origin or 'the default')})", highlight=False, soft_wrap=True)
+        return True
+    err_console.print(f"{key} = {shown}, set by {escape(origin)}, which is read after midictl's "
+                      f"{DROPIN_NAME} and wins; change it there", highlight=False, soft_wrap=True)
+    return False
 
 
 def _tell_daemon_reload(main: Path) -> None:

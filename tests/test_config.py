@@ -119,6 +119,31 @@ def test_midictl_config_commands(tmp_path: Path) -> None:
     assert again.exit_code == 0 and "rename.enabled is not set by midictl; nothing to do" in again.output
 
 
+def test_config_set_says_what_is_in_effect_and_fails_when_a_later_drop_in_wins(tmp_path: Path) -> None:
+    main = tmp_path / "midid.toml"
+    main.write_text(f'[library]\npath = "{tmp_path}/lib"\n[control]\nsocket = "{tmp_path}/none.sock"\n')
+    ours = tmp_path / "midid.toml.d" / "50-midictl.toml"
+    run = CliRunner().invoke
+    done = run(cli, ["--config", str(main), "config", "set", "rename.enabled", "true"])
+    assert done.exit_code == 0 and done.stderr.strip() == f"rename.enabled = true  ({ours})"
+    local = tmp_path / "midid.toml.d" / "90-local.toml"
+    local.write_text("[rename]\nenabled = false\n")
+    beaten = run(cli, ["--config", str(main), "config", "set", "rename.enabled", "true"])
+    assert beaten.exit_code == 1
+    assert beaten.stderr.strip() == (f"rename.enabled = false, set by {local}, which is read after midictl's "
+                                     "50-midictl.toml and wins; change it there")
+    unset = run(cli, ["--config", str(main), "config", "unset", "rename.enabled"])
+    assert unset.exit_code == 0 and unset.stderr.strip() == f"rename.enabled = false  ({local})"
+    local.unlink()
+    path = run(cli, ["--config", str(main), "config", "set", "library.path", f"{tmp_path}/other"])
+    assert path.stderr.strip() == f"library.path = {tmp_path}/other  ({ours})"
+    back = run(cli, ["--config", str(main), "config", "unset", "library.path"])
+    assert back.stderr.strip() == f"library.path = {tmp_path}/lib  ({main})"
+    run(cli, ["--config", str(main), "config", "set", "rename.template", "[x] {bpm}"])
+    default = run(cli, ["--config", str(main), "config", "unset", "rename.template"])
+    assert default.stderr.strip() == "rename.template = {bpm}bpm_{key}_{tags}  (the default)"
+
+
 def test_path_keys_expand_the_home_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
     main = tmp_path / "midid.toml"
