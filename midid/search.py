@@ -108,12 +108,14 @@ def stats(lib: Library) -> dict[str, Any]:
     )[0] - one("SELECT coalesce(sum(size), 0) FROM files WHERE parent_id IS NULL")[0]
     categories = dict(lib.db.execute(
         "SELECT category, count(*) FROM analysis GROUP BY category ORDER BY count(*) DESC").fetchall())
+    # Ranges of ten as a producer reads tempos (house 120-129, trap 140-149), not the nearest
+    # ten, which put a 116 BPM loop under "120"; a BPM is rounded as `find` shows it first.
     bpm = dict(lib.db.execute(
-        "SELECT CAST(round(bpm / 10.0) * 10 AS INTEGER) AS b, count(*) FROM analysis WHERE bpm IS NOT NULL"
+        "SELECT CAST(round(bpm) AS INTEGER) / 10 * 10 AS b, count(*) FROM analysis WHERE bpm IS NOT NULL"
         " GROUP BY b ORDER BY b").fetchall())
     keys = {(_key_text(t, m) or "?"): n for t, m, n in lib.db.execute(
         "SELECT key_tonic, key_mode, count(*) FROM analysis WHERE key_tonic IS NOT NULL"
         " GROUP BY key_tonic, key_mode ORDER BY count(*) DESC").fetchall()}
     return {"files": files, "bytes": size, "parts": files - originals, "sources": sources,
             "duplicates": max(0, sources - originals), "duplicate_bytes_saved": max(0, dup_bytes),
-            "categories": categories, "bpm": {str(k): v for k, v in bpm.items()}, "keys": keys}
+            "categories": categories, "bpm": {f"{k}-{k + 9}": v for k, v in bpm.items()}, "keys": keys}
