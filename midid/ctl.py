@@ -195,16 +195,22 @@ def find_cmd(ctx: click.Context, bpm: str | None, key: str | None, category: str
     if not rows:
         err_console.print("no matching files")
         return
-    # A narrow terminal wraps the path rather than cutting off its file name, the part a
-    # user is looking for.
+    # The path gets the width: a narrow terminal cuts the tags short (`--json` has them all)
+    # and folds the path only when it still does not fit, never cutting off its file name.
+    cells = [(row["path"], f"{row['bpm']:.1f}" if row["bpm"] else "", row["key"] or "", row["category"] or "",
+              ", ".join(row["tags"][:4])) for row in rows]
+    heads = ("path", "bpm", "key", "category", "tags")
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(heads)]
+    console = Console()
+    tags_room = console.width - sum(widths[:4]) - 2 * len(heads)
     table = Table(box=None)
     table.add_column("path", overflow="fold")
-    for name in ("bpm", "key", "category", "tags"):
-        table.add_column(name)
-    for row in rows:
-        table.add_row(escape(row["path"]), f"{row['bpm']:.1f}" if row["bpm"] else "", row["key"] or "",
-                      row["category"] or "", escape(", ".join(row["tags"][:4])))
-    Console().print(table)
+    for name in heads[1:4]:
+        table.add_column(name, no_wrap=True)
+    table.add_column("tags", no_wrap=True, overflow="ellipsis", max_width=max(len("tags"), tags_room))
+    for cell in cells:
+        table.add_row(escape(cell[0]), *cell[1:4], escape(cell[4]))
+    console.print(table)
     more = f"; there may be more: --limit {min(limit * 10, 100_000)}" if len(rows) == limit else ""
     err_console.print(f"{len(rows)} file{'s' if len(rows) != 1 else ''} in {escape(library)}{more}",
                       highlight=False, soft_wrap=True)

@@ -151,6 +151,18 @@ def test_find_table_says_how_many_files_where_and_when_the_limit_cut_them(librar
     assert (none.stdout, none.stderr.strip()) == ("", "no matching files")
 
 
+def test_find_table_gives_a_narrow_terminal_to_the_path_and_cuts_the_tags(library: Path) -> None:
+    rows = find_json(library, "--limit", "100")
+    longest = max(len(r["path"]) for r in rows)
+    width = longest + 40  # room for every path on one line, not for all the tags
+    table = CliRunner().invoke(cli, ["--config", str(library), "find", "--limit", "100"],
+                               env={"COLUMNS": str(width)}).stdout.splitlines()
+    assert len(table) == 1 + len(rows)  # no row folded onto a second line
+    assert all(len(line) <= width for line in table)
+    assert {line.split()[0] for line in table[1:]} == {r["path"] for r in rows}
+    assert any(line.rstrip().endswith("…") for line in table[1:])  # the long tag lists cut short
+
+
 def test_conditions_combine_and_limit_caps(library: Path) -> None:
     both = find_json(library, "--category", "Drums", "--bpm", "90-100")
     assert [r["name"] for r in both] == ["100_neworleans-secondline_94_beat_4-4.mid"]
