@@ -79,7 +79,7 @@ MAX_UNANSWERED = 5  # suspects in a row whose worker was already gone: the pool 
 # start-up. A restart on two cores under three busy loops took up to ~50 s here.
 RESTART_GRACE_S = 120.0
 BACKOFF_S = (0.25, 0.5, 1.0, 2.0, 4.0)  # before a suspect's actor is pinged again after a failed ping
-PING_TIMEOUT_S = 30.0  # a ping to an idle actor unanswered this long: its worker is gone
+PING_TIMEOUT_S = 30.0  # a ping to an idle actor unanswered this long: its worker is hung
 
 
 class ClusterLost(ConnectionError):
@@ -265,6 +265,7 @@ class RayRunner:
     probe_every_s = 2.0
     probe_timeout_s = 2.0
     restart_grace_s = RESTART_GRACE_S
+    ping_timeout_s = PING_TIMEOUT_S
 
     def __init__(self, sizes: dict[str, int], *, max_in_flight: int = 2, batch_timeout_s: float = 120.0,
                  worker: type | None = None, watch: str | None = None) -> None:
@@ -458,8 +459,14 @@ class RayRunner:
         with self._client_calls():
             ready, _ = ray.wait([suspect.ping], timeout=0)
         if not ready:
-            if time.monotonic() - suspect.pinged >= PING_TIMEOUT_S:
-                self._unanswered_ping(suspect, TimeoutError(f"no answer in {PING_TIMEOUT_S:.0f} s"))
+            if time.monotonic() - suspect.pinged >= self.ping_timeout_s:
+                # An idle worker that cannot answer is wedged (stopped, deadlocked): restart it,
+                # as a hung batch's, or every later ping would queue behind this one.
+                log.warning("the worker for a suspect batch (%s stage) did not answer a ping in %.0f s; "
+                            "restarting it", suspect.kind, self.ping_timeout_s)
+                with self._client_calls():
+                    ray.kill(suspect.actor, no_restart=False)
+                self._unanswered_ping(suspect, TimeoutError(f"no answer in {self.ping_timeout_s:.0f} s"))
             return
         try:
             with self._client_calls():

@@ -217,6 +217,19 @@ class SlowRestartPoisonWorker(PoisonWorker):
         super().__init__()
 
 
+class WedgedPingPoisonWorker(PoisonWorker):
+    """A poisoned file's worker that, once, wedges (say a stopped or deadlocked process) instead
+    of answering a ping."""
+
+    wedged = ""  # a marker file, set by the test before the class is shipped to Ray
+
+    def pid(self) -> int:
+        if not os.path.exists(self.wedged):
+            open(self.wedged, "w").close()
+            time.sleep(3600)
+        return super().pid()
+
+
 class GoneWorker(_Worker):
     """A real actor that is gone before any call reaches it (its node going down, a worker
     that cannot run anything): every call ends its process before doing anything."""
@@ -304,6 +317,16 @@ def test_a_worker_slow_to_restart_is_waited_for_not_taken_for_a_lost_cluster(tmp
     runner = RayRunner({"analyze": 1, "split": 0}, max_in_flight=1, worker=SlowRestartPoisonWorker)
     # Small batches: few bisections, so few slow restarts.
     assert_poison_isolated(tmp_path, sample_midi, runner, good=8, batch_size=2)
+
+
+def test_a_worker_wedged_on_a_ping_is_restarted_and_the_poisoned_file_still_found(tmp_path: Path, sample_midi,
+                                                                                 ray_local) -> None:
+    ray_local.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    WedgedPingPoisonWorker.wedged = str(tmp_path / "wedged")
+    runner = RayRunner({"analyze": 1, "split": 0}, max_in_flight=1, worker=WedgedPingPoisonWorker)
+    runner.ping_timeout_s = 3.0
+    assert_poison_isolated(tmp_path, sample_midi, runner, good=8, batch_size=2)
+    assert os.path.exists(WedgedPingPoisonWorker.wedged)  # a ping did wedge it
 
 
 def test_rename_gives_template_names_and_keeps_the_original_searchable(tmp_path: Path, sample_midi) -> None:
