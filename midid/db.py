@@ -20,7 +20,7 @@ from .records import ANALYSIS_COLUMNS, ANALYZER_VERSION
 if TYPE_CHECKING:
     import sqlite_utils
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 STAGES = ("import", "sanitize", "split", "analyze", "rename", "export")
 
 
@@ -145,7 +145,19 @@ def _migrate_4(db: sqlite_utils.Database) -> None:
         [(i,) for i, _ in stated])
 
 
-MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3, 4: _migrate_4}
+def _migrate_5(db: sqlite_utils.Database) -> None:
+    """A key a pack's name states ("Dark Pad Am.mid", the `key:` tag the import writes) is now
+    a prior on the analysed key (`analysis.key`). Files analysed before, whose key differs from
+    the one their name (or their parent's) states, are queued for analysis again; those that
+    agree already, and files without such a name, are not."""
+    db.execute(
+        "UPDATE files SET reanalyse = 1 WHERE analysed_at IS NOT NULL AND id IN ("
+        " SELECT t.file_id FROM tags t JOIN analysis a ON a.file_id = t.file_id"
+        " WHERE t.tag LIKE 'key:%' AND t.source != 'analysis' AND a.key_tonic IS NOT NULL"
+        " AND t.tag != 'key:' || a.key_tonic || CASE a.key_mode WHEN 'minor' THEN 'm' ELSE '' END)")
+
+
+MIGRATIONS = {1: _migrate_1, 2: _migrate_2, 3: _migrate_3, 4: _migrate_4, 5: _migrate_5}
 
 
 class ReadOnlyDatabase:

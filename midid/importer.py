@@ -19,7 +19,7 @@ from .config import Config
 from .db import Library
 from .durable import BatchWriter, clear_staging
 from .hashing import content_hash
-from .metadata import name_metadata
+from .metadata import key_tag, name_metadata
 from .pathtext import path_text, readable
 from .scan import Failed, FoundMidi, Limits, Skipped, scan
 from .stages.sanitize import library_relpath
@@ -212,7 +212,7 @@ class Importer:
                         "tracks": _smf_tracks(p.item.data), "added_at": now, "sanitized_at": now,
                     })
                     tags += [{"file_id": file_id, "tag": t.tag, "source": t.source} for t in meta.tags]
-                    for word, source in ((meta.key_tonic and f"key:{meta.key_tonic}{'m' if meta.key_mode == 'minor' else ''}", "filename"),
+                    for word, source in ((meta.key_tonic and key_tag(meta.key_tonic, meta.key_mode or "major"), "filename"),
                                          (meta.bpm and f"bpm:{meta.bpm:g}", "filename"),
                                          (meta.bpm_stated and f"bpm-stated:{meta.bpm:g}", "filename")):
                         if word:

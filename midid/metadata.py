@@ -28,6 +28,7 @@ _KEY = re.compile(
 )
 _FLAT_TO_SHARP = {"Cb": "B", "Db": "C#", "Eb": "D#", "Fb": "E", "Gb": "F#", "Ab": "G#", "Bb": "A#"}
 _SHARP_FIX = {"E#": "F", "B#": "C"}
+_TONICS = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 
 # Words that name a role, instrument or genre; each maps to the tag we record.
 _TAG_WORDS: dict[str, str] = {
@@ -83,6 +84,22 @@ class NameMeta:
     # The tempo is written as one ("140bpm", "BPM 140"), not read off a bare number: strong
     # enough to beat a file's 120 BPM placeholder tempo (see analysis.analyze_bytes).
     bpm_stated: bool = False
+
+
+def key_tag(tonic: str, mode: str) -> str:
+    """The tag the import writes for a key a name states ("key:Am", "key:C#"): the analysis
+    reads it back (`key_of_tag`) as the key's prior."""
+    return f"key:{tonic}{'m' if mode == 'minor' else ''}"
+
+
+def key_of_tag(tag: str) -> tuple[str, str] | None:
+    """(tonic, mode) of a `key_tag`, whatever its case; None for any other tag."""
+    if not tag.lower().startswith("key:") or len(tag) < 5:
+        return None
+    word = tag[4:]
+    minor = len(word) > 1 and word[-1] in "mM" and word[:-1].upper() in _TONICS
+    tonic = (word[:-1] if minor else word).upper()
+    return (tonic, "minor" if minor else "major") if tonic in _TONICS else None
 
 
 def _stem(name: str) -> str:

@@ -37,6 +37,7 @@ class AnalyzeTask:
     filename_bpm: float | None
     prior_tags: tuple[str, ...]
     filename_bpm_stated: bool = False  # written "140bpm", not a bare number (metadata.NameMeta)
+    filename_key: tuple[str, str] | None = None  # (tonic, mode) a name states: the key's prior
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ def analyze_batch(tasks: Sequence[AnalyzeTask]) -> list[AnalyzeOutcome]:
     for task in tasks:
         try:
             result = analyze_bytes(task.data, filename_bpm=task.filename_bpm, prior_tags=task.prior_tags,
-                                   filename_bpm_stated=task.filename_bpm_stated)
+                                   filename_bpm_stated=task.filename_bpm_stated, filename_key=task.filename_key)
             out.append(AnalyzeOutcome(task.file_id, analysis_row(task.file_id, result)))
         except AnalysisError as exc:
             out.append(AnalyzeOutcome(task.file_id, None, _one_line(exc)))

@@ -97,6 +97,23 @@ def test_c_major_scale_is_a_c_major_melody() -> None:
     assert a.parser == "symusic"
 
 
+# Notes of C major (and of A minor): a melody that starts and ends on C reads as C major.
+AMBIGUOUS_LEAD = [(p, TPQ) for p in (72, 74, 76, 77, 79, 77, 76, 74, 72, 76, 79, 84, 79, 76, 72, 69)]
+
+
+def test_a_key_the_name_states_wins_where_the_notes_allow_it_and_not_against_them() -> None:
+    data = smf(notes(AMBIGUOUS_LEAD))
+    plain = analyze_bytes(data)
+    assert (plain.key_tonic, plain.key_mode) == ("C", "major")
+    relative = analyze_bytes(data, filename_key=("A", "minor"))  # "Lead Am.mid": same notes
+    assert (relative.key_tonic, relative.key_mode) == ("A", "minor")
+    assert 0 < relative.key_confidence < plain.key_confidence
+    for against in (("F#", "minor"), ("C#", "major")):  # none of its notes' keys
+        named = analyze_bytes(data, filename_key=against)
+        assert (named.key_tonic, named.key_mode) == ("C", "major")
+    assert analyze_bytes(smf(drum_pattern(2)), filename_key=("A", "minor")).key_tonic is None
+
+
 def test_to_dict_has_exactly_the_json_keys_and_is_serialisable() -> None:
     d = analyze_bytes(smf(notes(C_MAJOR_SCALE))).to_dict()
     assert set(d) == JSON_KEYS

@@ -24,7 +24,7 @@ def test_readers_of_a_schema_1_library_work_and_a_writer_migrates_it(tmp_path: P
     assert counts["analyze"] == {"done": 0, "queued": 0, "failed": 0, "rate": 0.0}
     reader.close()
     writer = Library(path)
-    assert writer.schema_version() == SCHEMA_VERSION == 4
+    assert writer.schema_version() == SCHEMA_VERSION == 5
     names = {r[0] for r in writer.db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"idx_analysis_category_id", "idx_files_unsplit", "idx_tags_tag_file", "idx_analysis_analyzer"} <= names
     writer.close()

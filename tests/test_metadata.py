@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from midid.metadata import Tag, bpm_from_name, key_from_name, name_metadata, tags_from_name
+from midid.metadata import Tag, bpm_from_name, key_from_name, key_of_tag, key_tag, name_metadata, tags_from_name
 
 
 @pytest.mark.parametrize("name, bpm", [
@@ -29,6 +29,16 @@ def test_bpm_patterns(name: str, bpm: float | None) -> None:
 ])
 def test_key_patterns(name: str, key: tuple[str, str] | None) -> None:
     assert key_from_name(name) == key
+
+
+def test_the_key_tag_reads_back_as_the_key_it_was_written_from() -> None:
+    from midid.analysis.key import MODES, TONICS
+
+    for tonic in TONICS:
+        for mode in MODES:
+            assert key_of_tag(key_tag(tonic, mode)) == (tonic, mode)
+            assert key_of_tag(key_tag(tonic, mode).lower()) == (tonic, mode)
+    assert [key_of_tag(t) for t in ("bpm:120", "key:", "key:H", "key:mm", "kick")] == [None] * 5
 
 
 @pytest.mark.parametrize("name, tags", [

@@ -24,7 +24,7 @@ import symusic
 from conftest import copied, run_or_dump, write_config
 from rayhead import (client_server_log, free_port, remove_head, skip_if_client_port_closed,
                      skip_on_client_server_flake, start_head)
-from test_analysis import TPQ, drum_pattern, notes, one_beat_chord_loop, smf
+from test_analysis import AMBIGUOUS_LEAD, TPQ, drum_pattern, notes, one_beat_chord_loop, smf
 from test_daemon import wait_until, work_left
 from midid.analysis import analyze_bytes
 from midid.config import load_config
@@ -687,7 +687,7 @@ def test_files_a_schema_3_midid_filed_at_the_120_placeholder_are_analysed_again(
         lib.db.execute("UPDATE analysis SET bpm = 120.0, bpm_source = 'meta' WHERE bpm_source = 'filename'")
         lib.db.execute("PRAGMA user_version = 3")
     lib.close()
-    assert dbmod.SCHEMA_VERSION == 4
+    assert dbmod.SCHEMA_VERSION == 5
     cfg = load_config(config)
     migrated = Library(cfg.database_path)
     queued = {name for _, _, name in migrated.reanalyse_queue(100)}
@@ -702,3 +702,36 @@ def test_files_a_schema_3_midid_filed_at_the_120_placeholder_are_analysed_again(
     assert rows == {"song.mid": "140.0 filename", "song_Drums.mid": "140.0 filename",
                     "song_Bass.mid": "140.0 filename", "beat.mid": "120.0 meta", "keys.mid": "90.0 meta",
                     "loop.mid": "150.0 filename"}
+
+
+def test_a_key_a_pack_names_reaches_the_file_and_its_parts_and_older_libraries_catch_up(tmp_path: Path) -> None:
+    """The import's `key:` tag is the analysis's key prior for the file and its split parts
+    (same notes as C major, named A minor: filed as A minor). Migration 5: a library analysed
+    before the prior queues exactly the files whose key differs from their name's."""
+    from midid import db as dbmod
+
+    src = tmp_path / "src"
+    (src / "Dark Keys Am").mkdir(parents=True)
+    lead = notes(AMBIGUOUS_LEAD, channel=0)
+    low = notes([(p - 12, d) for p, d in AMBIGUOUS_LEAD], channel=1)
+    (src / "Dark Keys Am" / "duo.mid").write_bytes(smf(lead, low))
+    (src / "Dark Keys Am" / "plain Cmaj.mid").write_bytes(smf(notes(AMBIGUOUS_LEAD)))  # its own name wins
+    (src / "unnamed.mid").write_bytes(smf(notes(AMBIGUOUS_LEAD, vel=90)))
+    config = write_config(tmp_path)
+    lib, _ = import_and_run(config, src, LocalRunner())
+    keys = dict(lib.db.execute("SELECT f.name, a.key_tonic || a.key_mode FROM files f"
+                               " JOIN analysis a ON a.file_id = f.id").fetchall())
+    assert keys == {"duo.mid": "Aminor", "duo_ch1.mid": "Aminor", "duo_ch2.mid": "Aminor",
+                    "plain Cmaj.mid": "Cmajor", "unnamed.mid": "Cmajor"}
+    # What a schema-4 midid left: the notes' key alone.
+    with lib.db.atomic():
+        lib.db.execute("UPDATE analysis SET key_tonic = 'C', key_mode = 'major'")
+        lib.db.execute("PRAGMA user_version = 4")
+    lib.close()
+    assert dbmod.SCHEMA_VERSION == 5
+    cfg = load_config(config)
+    migrated = Library(cfg.database_path)
+    assert {name for _, _, name in migrated.reanalyse_queue(100)} == {"duo.mid", "duo_ch1.mid", "duo_ch2.mid"}
+    Engine(cfg, migrated, LocalRunner()).run()
+    assert dict(migrated.db.execute("SELECT f.name, a.key_tonic || a.key_mode FROM files f"
+                                    " JOIN analysis a ON a.file_id = f.id").fetchall()) == keys

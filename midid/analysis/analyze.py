@@ -43,7 +43,7 @@ _TAG_WORD = re.compile(r"[^a-z0-9#]+")
 
 def analyze_bytes(
     data: bytes, *, filename_bpm: float | None = None, prior_tags: Sequence[str] = (),
-    filename_bpm_stated: bool = False,
+    filename_bpm_stated: bool = False, filename_key: tuple[str, str] | None = None,
 ) -> Analysis:
     """Analyse one standard MIDI file (RIFF RMID already unwrapped).
 
@@ -59,6 +59,9 @@ def analyze_bytes(
     the 120 never shaped it), or their onsets, read in seconds, agree with the name. A
     performance whose onsets say 120 keeps 120; a bare number ("Loop 95", POP909's "187")
     never overrides a tempo event.
+
+    ``filename_key``: (tonic with sharps, "major"/"minor") a name states, a prior on the key
+    (:mod:`.key`): it wins unless the notes make another key far likelier.
     """
     midi = parse_midi(data)
     tags = [t.lower() for t in prior_tags]
@@ -119,7 +122,7 @@ def analyze_bytes(
         runs = chords_mod.chord_runs(p_start, p_end, p_pitch, tpq, p_voice)
         chord_segments = chords_mod.labelled(runs)
         key = find_key(p_pitch, (p_end - p_start) / tpq,
-                       chords_mod.root_profiles(runs, last_tick / tpq))
+                       chords_mod.root_profiles(runs, last_tick / tpq), filename_key)
     key_tonic = key.tonic if key else None
     key_mode = key.mode if key else None
     parts = part_shares(part_hits)

@@ -62,7 +62,8 @@ def _analyze_path(path: str) -> Analysis:
         raise AnalysisError("not a MIDI file (no MThd header)")
     meta = name_metadata(p.name, folders=p.parent.parts[-2:])
     return analyze_bytes(data, filename_bpm=meta.bpm, prior_tags=[t.tag for t in meta.tags],
-                         filename_bpm_stated=meta.bpm_stated)
+                         filename_bpm_stated=meta.bpm_stated,
+                         filename_key=(meta.key_tonic, meta.key_mode or "major") if meta.key_tonic else None)
 
 
 def _one_line(err: Exception) -> str:
