@@ -153,7 +153,7 @@ def _migrate_5(db: sqlite_utils.Database) -> None:
     db.execute(
         "UPDATE files SET reanalyse = 1 WHERE analysed_at IS NOT NULL AND id IN ("
         " SELECT t.file_id FROM tags t JOIN analysis a ON a.file_id = t.file_id"
-        " WHERE t.tag LIKE 'key:%' AND t.source != 'analysis' AND a.key_tonic IS NOT NULL"
+        " WHERE t.tag >= 'key:' AND t.tag < 'key;' AND t.source != 'analysis' AND a.key_tonic IS NOT NULL"
         " AND t.tag != 'key:' || a.key_tonic || CASE a.key_mode WHEN 'minor' THEN 'm' ELSE '' END)")
 
 
