@@ -39,7 +39,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve
 from common import VENV_BIN, exit_cleanly_on_signals, percentile, print_table, scratch, write_config  # noqa: E402
 
 from midid.config import load_config  # noqa: E402
-from midid.db import ANALYSIS_COLUMNS, Library  # noqa: E402
+from midid.db import ANALYSIS_COLUMNS, ANALYZER_VERSION, Library  # noqa: E402
 from midid.search import FindQuery, find  # noqa: E402
 from midid.status import collect_status  # noqa: E402
 
@@ -48,6 +48,11 @@ CATEGORY_WEIGHTS = {
     "Bass": 15, "Melody": 20, "Chords": 12, "Progressions": 3, "FX": 3, "Loops": 9,
 }
 TONICS = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+# The `files` columns the generator fills, by name: later schemas add columns (as `reanalyse`
+# did, which broke a positional insert) that keep their defaults here.
+FILE_COLUMNS = ("id", "hash", "size", "path", "name", "pack", "format", "tracks", "parent_id", "part_index",
+                "added_at", "sanitized_at", "split_at", "split_parts", "split_error", "analysed_at", "renamed_at",
+                "original_path", "error", "error_stage", "attempts")
 ROLE_WORDS = ("kick", "snare", "hat", "bass", "lead", "chord", "pad", "fx", "loop", "fill", "perc", "arp",
               "pluck", "keys", "piano", "strings", "melody", "groove", "break", "riff")
 GENRE_WORDS = ("house", "techno", "trap", "hiphop", "funk", "soul", "jazz", "rock", "pop", "dnb", "dubstep",
@@ -124,7 +129,8 @@ def generate(path: Path, rows: int, seed: int = 7) -> float:
                           "bars": float(rng.choice((1, 2, 4, 8, 16, 32))), "key_tonic": tonic, "key_mode": mode,
                           "key_confidence": None if drums else rng.random(), "is_drums": int(drums),
                           "notes": rng.randint(4, 3000), "tracks": 1, "category": category,
-                          "tags": f'["{category.lower()}","{words[0]}"]', "polyphony": rng.uniform(1, 4)}
+                          "tags": f'["{category.lower()}","{words[0]}"]', "polyphony": rng.uniform(1, 4),
+                          "analyzer": ANALYZER_VERSION}
                 analysis.append(tuple(record.get(c) for c in columns))
             tags += file_tags
             search.append((fid, name, f"{pack}/{name}", pack, " ".join(t[1] for t in file_tags) + " " + category))
@@ -133,7 +139,8 @@ def generate(path: Path, rows: int, seed: int = 7) -> float:
             if fid % 5 == 0 and analysed:
                 exports.append(("MPC-ONE-UUID", fid, f"MPC_Documents/{name}", f"{fid:032x}", category, now, 0))
         with conn:
-            conn.executemany(f"INSERT INTO files VALUES ({','.join('?' * 21)})", files)
+            conn.executemany(f"INSERT INTO files({','.join(FILE_COLUMNS)}) VALUES ({','.join('?' * len(FILE_COLUMNS))})",
+                             files)
             conn.executemany(f"INSERT INTO analysis({','.join(columns)}) VALUES ({','.join('?' * len(columns))})",
                              analysis)
             conn.executemany("INSERT OR IGNORE INTO tags VALUES (?, ?, ?)", tags)
