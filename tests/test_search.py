@@ -14,7 +14,9 @@ from click.testing import CliRunner
 from conftest import DATA, write_config
 from midid.analysis import analyze_bytes
 from midid.ctl import cli
-from midid.search import QueryError, parse_bpm, parse_key
+from midid.config import load_config
+from midid.db import Library
+from midid.search import FindQuery, QueryError, find, parse_bpm, parse_key
 from test_analysis import TPQ, chords_track, drum_pattern, notes, smf
 
 FIND_KEYS = {"id", "path", "file", "name", "pack", "parent_id", "bpm", "key", "category", "tags", "duration_s"}
@@ -161,6 +163,26 @@ def test_find_table_gives_a_narrow_terminal_to_the_path_and_cuts_the_tags(librar
     assert all(len(line) <= width for line in table)
     assert {line.split()[0] for line in table[1:]} == {r["path"] for r in rows}
     assert any(line.rstrip().endswith("…") for line in table[1:])  # the long tag lists cut short
+
+
+@pytest.mark.parametrize("query", [
+    dict(category="Drums", text="neworleans"), dict(bpm="60-200", tags=("kick",)), dict(key="Am", text="pack"),
+    dict(category="Melody", tags=("melody",), text="pop909"), dict(bpm="90-130", category="Drums", text="beat"),
+])
+def test_find_gives_the_same_rows_whether_a_tag_or_word_drives_the_query_or_is_checked_row_by_row(
+        library: Path, monkeypatch: pytest.MonkeyPatch, query: dict) -> None:
+    from midid import search
+
+    lib = Library(load_config(library).database_path, readonly=True)
+    sql: list[str] = []
+    lib.db.conn.set_trace_callback(sql.append)
+    monkeypatch.setattr(search, "MANY_MEMBERS", 10**9)  # every list small: it drives
+    driven = find(lib, FindQuery(**query, limit=100))
+    assert not any("+f.id IN" in s for s in sql)
+    monkeypatch.setattr(search, "MANY_MEMBERS", 1)  # every list large: checked row by row
+    checked = find(lib, FindQuery(**query, limit=100))
+    assert any("+f.id IN" in s for s in sql)
+    assert driven == checked and driven  # same rows, same order, and some
 
 
 def test_conditions_combine_and_limit_caps(library: Path) -> None:
