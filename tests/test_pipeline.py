@@ -27,7 +27,7 @@ from rayhead import (client_server_log, free_port, remove_head, skip_if_client_p
 from test_analysis import AMBIGUOUS_LEAD, TPQ, drum_pattern, notes, one_beat_chord_loop, smf
 from test_daemon import wait_until, work_left
 from midid.analysis import analyze_bytes
-from midid.config import load_config
+from midid.config import Config, load_config
 from midid.db import Library
 from midid.engine import Engine
 from midid.importer import Importer
@@ -661,12 +661,22 @@ def test_a_job_that_keeps_losing_its_workers_stops_with_an_error_instead_of_loop
     assert "resumes" in str(outcome[-1]) and isinstance(engine.runner, NoWorkers)
 
 
+def reopened_as_left_by(lib: Library, config: Path, version: int, *statements: str) -> tuple[Config, Library]:
+    """`lib` turned back into what a schema-`version` midid left (`statements`), closed, and
+    opened again by this midid, which migrates it."""
+    with lib.db.atomic():
+        for statement in statements:
+            lib.db.execute(statement)
+        lib.db.execute(f"PRAGMA user_version = {version}")
+    lib.close()
+    cfg = load_config(config)
+    return cfg, Library(cfg.database_path)
+
+
 def test_files_a_schema_3_midid_filed_at_the_120_placeholder_are_analysed_again(tmp_path: Path) -> None:
     """Migration 4: a "Trap 140bpm" pack imported before stated tempos counted (no
     `bpm-stated` tag, analysis at 120) gets the tag and is analysed again, parts included;
     a bare-number pack and files at other tempos are left alone."""
-    from midid import db as dbmod
-
     placeholder = [mido.MetaMessage("set_tempo", tempo=500_000, time=0)]
     src = tmp_path / "src"
     for folder in ("Trap 140bpm", "Trap 140", "Lofi 90bpm"):
@@ -682,14 +692,9 @@ def test_files_a_schema_3_midid_filed_at_the_120_placeholder_are_analysed_again(
     config = write_config(tmp_path)
     lib, _ = import_and_run(config, src, LocalRunner())
     # What a schema-3 midid left: no stated tags, the placeholder taken as the tempo.
-    with lib.db.atomic():
-        lib.db.execute("DELETE FROM tags WHERE tag LIKE 'bpm-stated:%'")
-        lib.db.execute("UPDATE analysis SET bpm = 120.0, bpm_source = 'meta' WHERE bpm_source = 'filename'")
-        lib.db.execute("PRAGMA user_version = 3")
-    lib.close()
-    assert dbmod.SCHEMA_VERSION == 5
-    cfg = load_config(config)
-    migrated = Library(cfg.database_path)
+    cfg, migrated = reopened_as_left_by(lib, config, 3, "DELETE FROM tags WHERE tag LIKE 'bpm-stated:%'",
+                                        "UPDATE analysis SET bpm = 120.0, bpm_source = 'meta'"
+                                        " WHERE bpm_source = 'filename'")
     queued = {name for _, _, name in migrated.reanalyse_queue(100)}
     assert queued == {"song.mid", "song_Drums.mid", "song_Bass.mid", "loop.mid"}
     tags = {(name, tag) for name, tag in migrated.db.execute(
@@ -708,8 +713,6 @@ def test_a_key_a_pack_names_reaches_the_file_and_its_parts_and_older_libraries_c
     """The import's `key:` tag is the analysis's key prior for the file and its split parts
     (same notes as C major, named A minor: filed as A minor). Migration 5: a library analysed
     before the prior queues exactly the files whose key differs from their name's."""
-    from midid import db as dbmod
-
     src = tmp_path / "src"
     (src / "Dark Keys Am").mkdir(parents=True)
     lead = notes(AMBIGUOUS_LEAD, channel=0)
@@ -724,13 +727,7 @@ def test_a_key_a_pack_names_reaches_the_file_and_its_parts_and_older_libraries_c
     assert keys == {"duo.mid": "Aminor", "duo_ch1.mid": "Aminor", "duo_ch2.mid": "Aminor",
                     "plain Cmaj.mid": "Cmajor", "unnamed.mid": "Cmajor"}
     # What a schema-4 midid left: the notes' key alone.
-    with lib.db.atomic():
-        lib.db.execute("UPDATE analysis SET key_tonic = 'C', key_mode = 'major'")
-        lib.db.execute("PRAGMA user_version = 4")
-    lib.close()
-    assert dbmod.SCHEMA_VERSION == 5
-    cfg = load_config(config)
-    migrated = Library(cfg.database_path)
+    cfg, migrated = reopened_as_left_by(lib, config, 4, "UPDATE analysis SET key_tonic = 'C', key_mode = 'major'")
     assert {name for _, _, name in migrated.reanalyse_queue(100)} == {"duo.mid", "duo_ch1.mid", "duo_ch2.mid"}
     Engine(cfg, migrated, LocalRunner()).run()
     assert dict(migrated.db.execute("SELECT f.name, a.key_tonic || a.key_mode FROM files f"
