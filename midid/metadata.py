@@ -28,7 +28,8 @@ _KEY = re.compile(
 )
 _FLAT_TO_SHARP = {"Cb": "B", "Db": "C#", "Eb": "D#", "Fb": "E", "Gb": "F#", "Ab": "G#", "Bb": "A#"}
 _SHARP_FIX = {"E#": "F", "B#": "C"}
-_TONICS = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+# Key tonics as midid spells them everywhere (sharps); the analysis imports them from here.
+TONICS = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 
 # Words that name a role, instrument or genre; each maps to the tag we record.
 _TAG_WORDS: dict[str, str] = {
@@ -97,9 +98,9 @@ def key_of_tag(tag: str) -> tuple[str, str] | None:
     if not tag.lower().startswith("key:") or len(tag) < 5:
         return None
     word = tag[4:]
-    minor = len(word) > 1 and word[-1] in "mM" and word[:-1].upper() in _TONICS
+    minor = len(word) > 1 and word[-1] in "mM" and word[:-1].upper() in TONICS
     tonic = (word[:-1] if minor else word).upper()
-    return (tonic, "minor" if minor else "major") if tonic in _TONICS else None
+    return (tonic, "minor" if minor else "major") if tonic in TONICS else None
 
 
 def _stem(name: str) -> str:

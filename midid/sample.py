@@ -15,8 +15,9 @@ from pathlib import Path
 
 import mido
 
+from .metadata import TONICS
+
 TPQ = 480
-NOTE_NAMES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
 MAJOR = [0, 2, 4, 5, 7, 9, 11]
 MINOR = [0, 2, 3, 5, 7, 8, 10]
 
@@ -109,7 +110,7 @@ def write_samples(dest: Path, seed: int = 7) -> int:
         put(f"Trap Drums {bpm} BPM/Hats {bpm}.mid", song(bpm, [drum_loop(rng, parts=("hat",))], ["Hats"]))
     progressions = [[0, 4, 5, 3], [5, 3, 0, 4], [1, 4, 0, 0], [0, 5, 3, 4]]
     for i, (root, minor) in enumerate([(9, True), (0, False), (2, True), (7, False)]):
-        key = NOTE_NAMES[root] + ("m" if minor else "")
+        key = TONICS[root] + ("m" if minor else "")
         degrees = progressions[i]
         bpm = rng.choice([85, 100, 120])
         put(f"Chord Kit/Progression {key} {bpm}bpm.mid", song(bpm, [chords(root, minor, degrees)], ["Chords"]))
@@ -121,7 +122,7 @@ def write_samples(dest: Path, seed: int = 7) -> int:
     buffer = BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as pack:
         for j, (root, minor) in enumerate([(4, True), (5, False)]):
-            key = NOTE_NAMES[root] + ("m" if minor else "")
+            key = TONICS[root] + ("m" if minor else "")
             pack.writestr(f"Lofi Pack/Keys {key} 80bpm.mid", song(80, [chords(root, minor, [0, 3, 4, 0])], ["Keys"]))
             count += 1
     (dest / "Lofi Pack.zip").write_bytes(buffer.getvalue())

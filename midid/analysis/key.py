@@ -28,9 +28,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..metadata import TONICS
 from .kernels import key_profiles
 
-TONICS = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 MODES = ("major", "minor")
 BASS_PITCH = 55  # notes below G3 form the bass profile
 NAME_KEY_ODDS = 20.0  # how much likelier a key is for being the one a name states
