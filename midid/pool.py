@@ -73,7 +73,7 @@ CLIENT_GRACE_S = 10
 # (measured on a two-node cluster: 1-5 of 6 actors elsewhere in each of 3 tries), and SPREAD
 # alone put a whole pool on one node in 4 of 12 tries.
 ACTOR_CPUS = 0.01
-MAX_UNANSWERED = 5  # suspects in a row whose worker was already gone: the pool is lost
+MAX_UNANSWERED = 5  # pings to suspects' actors failed in a row: the pool is lost
 # ... when Ray is restarting the worker, and this long since the first: the 60 s Ray itself gives
 # a starting worker to register (worker_register_timeout_seconds), and as long again for its
 # start-up. A restart on two cores under three busy loops took up to ~50 s here.
