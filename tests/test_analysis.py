@@ -114,6 +114,17 @@ def test_a_key_the_name_states_wins_where_the_notes_allow_it_and_not_against_the
     assert analyze_bytes(smf(drum_pattern(2)), filename_key=("A", "minor")).key_tonic is None
 
 
+def test_midictl_analyze_reads_the_key_a_file_or_its_folder_names(tmp_path: Path) -> None:
+    from midid.analysis.report import analyze_paths
+
+    (tmp_path / "Dark Keys Am").mkdir()
+    for path in (tmp_path / "Lead Am.mid", tmp_path / "Dark Keys Am" / "lead.mid", tmp_path / "Lead.mid"):
+        path.write_bytes(smf(notes(AMBIGUOUS_LEAD)))
+    rows = analyze_paths([str(tmp_path / "Lead Am.mid"), str(tmp_path / "Dark Keys Am" / "lead.mid"),
+                          str(tmp_path / "Lead.mid")])
+    assert [(r["key_tonic"], r["key_mode"]) for r in rows] == [("A", "minor"), ("A", "minor"), ("C", "major")]
+
+
 def test_to_dict_has_exactly_the_json_keys_and_is_serialisable() -> None:
     d = analyze_bytes(smf(notes(C_MAJOR_SCALE))).to_dict()
     assert set(d) == JSON_KEYS
