@@ -412,8 +412,12 @@ class Library:
                 # plain executemany: sqlite-utils' upsert_all and insert_all cost the driver more
                 # than the SQL itself
                 _insert(self.db.conn, "analysis", tuple(ANALYSIS_COLUMNS), rows, on_conflict="file_id")
-                self.db.conn.executemany("UPDATE files SET analysed_at = ?, reanalyse = NULL WHERE id = ?",
-                                         [(now, fid) for fid in ids])
+                # A file analysed again is renamed again (when `[rename]` is on): a name made from
+                # its old key or BPM ("Cmaj_lead.mid" now in A minor) would contradict `find`.
+                self.db.conn.executemany(
+                    "UPDATE files SET analysed_at = ?, reanalyse = NULL,"
+                    " renamed_at = CASE WHEN reanalyse = 1 THEN NULL ELSE renamed_at END WHERE id = ?",
+                    [(now, fid) for fid in ids])
                 self.db.conn.executemany(
                     "INSERT OR IGNORE INTO tags(file_id, tag, source) VALUES (?, ?, 'analysis')",
                     [(r["file_id"], t) for r in rows for t in json.loads(r["tags"] or "[]") if t])

@@ -24,7 +24,7 @@ import symusic
 from conftest import copied, run_or_dump, write_config
 from rayhead import (client_server_log, free_port, remove_head, skip_if_client_port_closed,
                      skip_on_client_server_flake, start_head)
-from test_analysis import AMBIGUOUS_LEAD, TPQ, drum_pattern, notes, one_beat_chord_loop, smf
+from test_analysis import AMBIGUOUS_LEAD, C_MAJOR_SCALE, TPQ, drum_pattern, notes, one_beat_chord_loop, smf
 from test_daemon import wait_until, work_left
 from midid.analysis import analyze_bytes
 from midid.config import Config, load_config
@@ -732,3 +732,28 @@ def test_a_key_a_pack_names_reaches_the_file_and_its_parts_and_older_libraries_c
     Engine(cfg, migrated, LocalRunner()).run()
     assert dict(migrated.db.execute("SELECT f.name, a.key_tonic || a.key_mode FROM files f"
                                     " JOIN analysis a ON a.file_id = f.id").fetchall()) == keys
+
+
+def test_a_file_analysed_again_is_renamed_again_from_its_new_analysis(tmp_path: Path) -> None:
+    """With `[rename]` on, a name made from the old analysis ("Cmaj_lead.mid", from before the
+    key prior) follows the new one once the file is analysed again (migration 5 here)."""
+    src = tmp_path / "src"
+    (src / "Dark Keys Am").mkdir(parents=True)
+    (src / "Dark Keys Am" / "lead.mid").write_bytes(smf(notes(AMBIGUOUS_LEAD)))
+    (src / "other.mid").write_bytes(smf(notes(C_MAJOR_SCALE)))
+    config = write_config(tmp_path, '[rename]\nenabled = true\ntemplate = "{key}_{name}"\n')
+    lib, _ = import_and_run(config, src, LocalRunner())
+    paths = dict(lib.db.execute("SELECT name, path FROM files").fetchall())
+    assert paths == {"lead.mid": "Dark_Keys_Am/Amin_lead.mid", "other.mid": "src/Cmaj_other.mid"}
+    # What a schema-4 midid left: C major, and the name made from it.
+    root = tmp_path / "library"
+    (root / paths["lead.mid"]).rename(root / "Dark_Keys_Am/Cmaj_lead.mid")
+    renamed_at = dict(lib.db.execute("SELECT name, renamed_at FROM files").fetchall())
+    cfg, migrated = reopened_as_left_by(
+        lib, config, 4, "UPDATE analysis SET key_tonic = 'C', key_mode = 'major'",
+        "UPDATE files SET path = 'Dark_Keys_Am/Cmaj_lead.mid' WHERE name = 'lead.mid'")
+    Engine(cfg, migrated, LocalRunner()).run()
+    rows = {name: (path, at) for name, path, at in migrated.db.execute("SELECT name, path, renamed_at FROM files")}
+    assert rows["lead.mid"][0] == "Dark_Keys_Am/Amin_lead.mid" and rows["lead.mid"][1] > renamed_at["lead.mid"]
+    assert rows["other.mid"] == ("src/Cmaj_other.mid", renamed_at["other.mid"])  # not analysed again: untouched
+    assert sorted(p.name for p in (root / "Dark_Keys_Am").iterdir()) == ["Amin_lead.mid"]
