@@ -464,12 +464,12 @@ class Library:
 
     def forget_import_failures(self, paths: Iterable[str]) -> None:
         """Drop the import failures of these on-disk files or folders (as stored), of an
-        archive's members and of everything in a folder ("path/" up to "path0", "/" being
-        0x2F): they are gone, nothing is left to retry there."""
+        archive's members and of everything in a folder (:func:`_at_or_under`): they are gone,
+        nothing is left to retry there."""
         with self.db.atomic():
             self.db.conn.executemany(
                 f"DELETE FROM failures WHERE {_FAILURES_OF} OR (stage = 'import' AND origin > ? AND origin < ?)",
-                [(*_failures_of(p), p + "/", p + "0") for p in paths])
+                [(*_failures_of(p), *_at_or_under(p)[1:]) for p in paths])
 
     def move_import_failures(self, old: str, new: str) -> None:
         """The import failures of an on-disk file (as stored) and of its members follow it to
@@ -480,10 +480,8 @@ class Library:
     def existing_ids(self, ids: Sequence[int]) -> set[int]:
         """Those of ``ids`` that are still library files."""
         found: set[int] = set()
-        for start in range(0, len(ids), 500):
-            chunk = list(ids[start:start + 500])
-            found.update(i for (i,) in self.db.execute(
-                f"SELECT id FROM files WHERE id IN ({','.join('?' * len(chunk))})", chunk))
+        for chunk, marks in _id_chunks(ids):
+            found.update(i for (i,) in self.db.execute(f"SELECT id FROM files WHERE id IN ({marks})", chunk))
         return found
 
     def files_under(self, rel: str) -> list[tuple[int, str, bool]]:
@@ -491,16 +489,13 @@ class Library:
         files inside this library folder, and of their split parts, in id order.
         Case-insensitive, as the library's names are unique (a library on exFAT sees "pack" and
         "Pack" as one folder)."""
-        # "rel/" up to "rel0" ('/' is 0x2F) is everything in the folder; both halves use
-        # idx_files_path, whose NOCASE collation these comparisons share.
+        # Both halves use idx_files_path, whose NOCASE collation these comparisons share.
         found: dict[int, tuple[str, bool]] = {i: (p, bool(part)) for i, p, part in self.db.execute(
             "SELECT id, path, parent_id IS NOT NULL FROM files WHERE path = ?1 COLLATE NOCASE"
-            " OR (path > ?2 COLLATE NOCASE AND path < ?3 COLLATE NOCASE)", [rel, rel + "/", rel + "0"])}
-        ids = list(found)
-        for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
+            " OR (path > ?2 COLLATE NOCASE AND path < ?3 COLLATE NOCASE)", _at_or_under(rel))}
+        for chunk, marks in _id_chunks(list(found)):
             found.update((i, (p, True)) for i, p in self.db.execute(
-                f"SELECT id, path FROM files WHERE parent_id IN ({','.join('?' * len(chunk))})", chunk))
+                f"SELECT id, path FROM files WHERE parent_id IN ({marks})", chunk))
         return [(i, p, part) for i, (p, part) in sorted(found.items())]
 
     def files_from_source(self, disk_path: str) -> tuple[list[str], int]:
@@ -511,7 +506,7 @@ class Library:
             "SELECT f.path, EXISTS (SELECT 1 FROM sources o WHERE o.file_id = f.id AND o.kind != 'split'"
             f" AND NOT {under.replace('s.', 'o.')}) FROM files f WHERE f.id IN"
             f" (SELECT s.file_id FROM sources s WHERE {under}) ORDER BY f.id",
-            [disk_path, disk_path + "/", disk_path + "0"]).fetchall()
+            _at_or_under(disk_path)).fetchall()
         return [path for path, elsewhere in rows if not elsewhere], sum(1 for _, elsewhere in rows if elsewhere)
 
     def remove_files(self, ids: Sequence[int]) -> None:
@@ -520,9 +515,7 @@ class Library:
         those sources unchanged and does not bring the files back; importing them again by
         hand does."""
         with self.db.atomic():
-            for start in range(0, len(ids), 500):
-                chunk = list(ids[start:start + 500])
-                marks = ",".join("?" * len(chunk))
+            for chunk, marks in _id_chunks(ids):
                 for table in ("analysis", "tags", "sources", "exports"):
                     self.db.execute(f"DELETE FROM {table} WHERE file_id IN ({marks})", chunk)
                 self.db.execute(f"DELETE FROM search WHERE rowid IN ({marks})", chunk)
@@ -620,6 +613,21 @@ _FAILURES_OF = "(stage = 'import' AND (origin = ? OR (origin > ? AND origin < ?)
 
 def _failures_of(path: str) -> tuple[str, str, str]:
     return path, path + "!", path + '"'
+
+
+def _at_or_under(path: str) -> tuple[str, str, str]:
+    """Arguments for "= ? OR (> ? AND < ?)": the path itself, and everything in it as a folder,
+    one index range from "path/" up to "path0" ("/" is 0x2F, "0" 0x30)."""
+    return path, path + "/", path + "0"
+
+
+def _id_chunks(ids: Sequence[int], size: int = 500) -> Iterator[tuple[list[int], str]]:
+    """``ids`` in chunks small enough for SQLite's bound-parameter limit, each with its "?,?,..."."""
+    for start in range(0, len(ids), size):
+        chunk = list(ids[start:start + size])
+        yield chunk, ",".join("?" * len(chunk))
+
+
 FILE_COLUMNS = ("id", "hash", "size", "path", "name", "pack", "format", "tracks", "parent_id", "part_index",
                 "added_at", "sanitized_at", "split_at", "split_parts")
 SOURCE_COLUMNS = ("file_id", "origin", "disk_path", "kind", "size", "mtime", "seen_at", "missing")
