@@ -117,7 +117,7 @@ def _migrate_4(db: sqlite_utils.Database) -> None:
     placeholder get it from their name and first source (as the import would have written it),
     and are queued for analysis again with their split parts. Only those: a library's other
     files are not analysed again for it."""
-    from .metadata import name_metadata
+    from .metadata import bpm_stated_tag, bpm_tag, name_metadata
     from .pathtext import readable
 
     stated: list[tuple[int, str]] = []
@@ -134,8 +134,8 @@ def _migrate_4(db: sqlite_utils.Database) -> None:
         archives = [PurePath(disk).name, *(PurePath(m).name for m in members[:-1])] if members else []
         meta = name_metadata(readable(name), folders=[readable(f) for f in folders],
                              archives=[readable(a) for a in archives])
-        if meta.bpm_stated and tag == f"bpm:{meta.bpm:g}":
-            stated.append((file_id, f"bpm-stated:{meta.bpm:g}"))
+        if meta.bpm and meta.bpm_stated and tag == bpm_tag(meta.bpm):
+            stated.append((file_id, bpm_stated_tag(meta.bpm)))
     db.conn.executemany("INSERT OR IGNORE INTO tags(file_id, tag, source) VALUES (?, ?, 'filename')", stated)
     db.conn.executemany(
         "INSERT OR IGNORE INTO tags(file_id, tag, source) SELECT id, ?, 'parent' FROM files WHERE parent_id = ?",

@@ -21,7 +21,7 @@ from .db import Library
 from .durable import BatchWriter, clear_staging
 from .hashing import content_hash
 from .importer import LibraryWriteError
-from .metadata import key_of_tag
+from .metadata import bpm_stated_tag, key_of_tag
 from .pool import Done
 from .stages.rename import render_name
 from .stages.sanitize import library_relpath
@@ -153,7 +153,7 @@ class Engine:
                 tags = priors.get(file_id, [])
                 bpm = next((float(t[4:]) for t in tags if t.startswith("bpm:")), None)
                 words = tuple(t for t in tags if ":" not in t)
-                stated = bpm is not None and f"bpm-stated:{bpm:g}" in tags
+                stated = bpm is not None and bpm_stated_tag(bpm) in tags
                 key = next((k for k in map(key_of_tag, tags) if k), None)
                 tasks.append(AnalyzeTask(file_id, data, bpm, words, stated, key))
         return tasks

@@ -19,7 +19,7 @@ from .config import Config
 from .db import Library
 from .durable import BatchWriter, clear_staging
 from .hashing import content_hash
-from .metadata import key_tag, name_metadata
+from .metadata import bpm_stated_tag, bpm_tag, key_tag, name_metadata
 from .pathtext import path_text, readable
 from .scan import Failed, FoundMidi, Limits, Skipped, scan
 from .stages.sanitize import library_relpath
@@ -213,8 +213,8 @@ class Importer:
                     })
                     tags += [{"file_id": file_id, "tag": t.tag, "source": t.source} for t in meta.tags]
                     for word, source in ((meta.key_tonic and key_tag(meta.key_tonic, meta.key_mode or "major"), "filename"),
-                                         (meta.bpm and f"bpm:{meta.bpm:g}", "filename"),
-                                         (meta.bpm_stated and f"bpm-stated:{meta.bpm:g}", "filename")):
+                                         (meta.bpm and bpm_tag(meta.bpm), "filename"),
+                                         (meta.bpm and meta.bpm_stated and bpm_stated_tag(meta.bpm), "filename")):
                         if word:
                             tags.append({"file_id": file_id, "tag": word, "source": source})
                     out.imported += 1

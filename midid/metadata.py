@@ -87,6 +87,16 @@ class NameMeta:
     bpm_stated: bool = False
 
 
+def bpm_tag(bpm: float) -> str:
+    """The tag the import writes for a name's BPM ("bpm:140"); the analysis reads it back."""
+    return f"bpm:{bpm:g}"
+
+
+def bpm_stated_tag(bpm: float) -> str:
+    """The tag beside `bpm_tag` when the name states the tempo as one (`NameMeta.bpm_stated`)."""
+    return f"bpm-stated:{bpm:g}"
+
+
 def key_tag(tonic: str, mode: str) -> str:
     """The tag the import writes for a key a name states ("key:Am", "key:C#"): the analysis
     reads it back (`key_of_tag`) as the key's prior."""
