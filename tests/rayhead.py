@@ -29,6 +29,31 @@ def _listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def listener_of(port: int) -> str:
+    """Which process listens on 127.0.0.1:`port` ("nothing" when none): a probe that a dead head's
+    port still answers is then told apart from a daemon that never probed."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                inodes.add(f"socket:[{fields[9]}]")
+    if not inodes:
+        return "nothing"
+    table = process_table()
+    for pid in table:
+        try:
+            if any(os.readlink(fd) in inodes for fd in Path(f"/proc/{pid}/fd").iterdir()):
+                return f"pid {pid}: {table[pid][1][:200]}"
+        except OSError:
+            continue
+    return "a process this test cannot see"
+
+
 def start_head(temp_dir: Path, port: int, num_cpus: int = 1, client_port: int | None = None) -> subprocess.Popen:
     """A real one-node cluster, as `ray start --head` makes it, with its own port and temp dir;
     with `client_port`, its Ray Client server (`ray://`) listens there."""

@@ -19,7 +19,7 @@ import midid
 from conftest import write_config
 from loopdev import loop_drive, require_loop
 from rayhead import (client_server_log, client_servers, free_port, head_processes, head_workers, hold, kill,
-                     remove_head, skip_if_client_port_closed, skip_on_client_server_flake, start_head)
+                     listener_of, remove_head, skip_if_client_port_closed, skip_on_client_server_flake, start_head)
 from test_daemon import Daemon, files_in_db, status, wait_until
 from test_pipeline import _LostRunner
 
@@ -133,9 +133,20 @@ def test_a_ray_head_lost_mid_run_falls_back_to_a_local_ray_and_loses_nothing(
             assert conn.execute("SELECT count(*) FROM files WHERE error IS NOT NULL").fetchone()[0] == 0
 
         # A reload while the cluster is still down keeps the local Ray; once it is back, joins it.
+        # Its port normally refuses at once ("still unreachable"); were it taken meanwhile by
+        # another process (a Ray's ephemeral port), the join fails after Ray Client's own tries.
         d.proc.send_signal(signal.SIGHUP)
-        wait_until(lambda: any("still unreachable" in m for m in status(config)["daemon_messages"]), 30,
-                   "the reload to try the cluster")
+        try:
+            said = wait_until(lambda: next((m for m in status(config)["daemon_messages"]
+                                            if "still unreachable" in m
+                                            or f"could not join the Ray cluster at {address}" in m), None),
+                              120, "the reload to try the cluster")
+        except AssertionError:
+            raise AssertionError(f"no word of the reload; {listener_of(client_port if scheme else port)} "
+                                 f"listens on the cluster's port; the daemon's log:\n"
+                                 f"{(tmp_path / 'daemon.log').read_text()[-4000:]}") from None
+        assert "staying on the local Ray" in said or "running on a local Ray" in said, said
+        assert status(config)["compute"]["ray"] == "local"
         head.wait(30)
         head = start_head(temp_dir, port, client_port=client_port)
         wait_until(lambda: time.monotonic() - killed_at > 20, 30, "Ray's own timeout to pass")
