@@ -194,6 +194,10 @@ def start_ray(address: str, num_cpus: int, object_store_mb: int) -> str:
             log.info("joining Ray cluster at %s", address)
             _join(ray, address, common)
         else:
+            # Ray turns token authentication on for every new local Ray (its token in
+            # ~/.ray/auth_token, made once) and warns so at each start, with a hint to opt out:
+            # right for midid's private Ray, and only a puzzle to a user who configured no cluster.
+            logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
             # address="local": always our own Ray, never a cluster that happens to run on this machine.
             ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
                      object_store_memory=object_store_mb * 1024 * 1024, **common)

@@ -594,6 +594,19 @@ def test_one_shot_import_runs_the_stages_while_it_still_imports(tmp_path: Path, 
     assert split_during_import == 16 * (import_batches - 1)
 
 
+def test_a_one_shot_import_on_a_local_ray_says_nothing_of_ray_s_token(tmp_path: Path, sample_midi) -> None:
+    """Ray turns token authentication on for each new local Ray and warns so, with how to opt
+    out: midid keeps it on, and a user who configured no cluster has nothing to do about it."""
+    src = copied(sample_midi, tmp_path / "src")
+    config = write_config(tmp_path, "[pipeline]\nlocal_below = 1\n")
+    done = run_or_dump([sys.executable, "-m", "midid.ctl", "-v", "--config", str(config), "import",
+                        "--local", "--json", str(src)], timeout=240)
+    assert done.returncode == 0, done.stderr
+    assert "started a local Ray" in done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1])["analysed"] == len(sample_midi) + 3
+    assert "Token authentication" not in done.stderr and "RAY_AUTH_MODE" not in done.stderr
+
+
 def test_the_runner_estimate_counts_files_and_archives_and_stops_at_the_limit(tmp_path: Path) -> None:
     (tmp_path / "a" / "b").mkdir(parents=True)
     for i in range(30):
