@@ -591,7 +591,7 @@ class Daemon:
             return
         if address != "auto":
             try:
-                probe(address, timeout_s=2.0)
+                probe(address, timeout_s=2.0, handshake=True)
             except ConnectionError as exc:
                 log.info("Ray cluster at %s still unreachable (%s); next try in %.0f s", address, exc,
                          self._rejoin_every)
@@ -645,7 +645,7 @@ class Daemon:
         address = self.cfg.ray.address
         if address and address != "auto":
             try:
-                probe(address)
+                probe(address, handshake=True)
             except ConnectionError as exc:
                 self._message(f"{time.strftime('%Y-%m-%d %H:%M:%S')}: Ray cluster at {address} is still "
                               f"unreachable ({exc}); staying on the local Ray.")

@@ -184,7 +184,7 @@ def start_ray(address: str, num_cpus: int, object_store_mb: int) -> str:
         # mode, which Ray reads when it is imported.
         os.environ.setdefault("RAY_AUTH_MODE", "token")
     if address and address != "auto":
-        probe(address)
+        probe(address, handshake=True)
     import ray
 
     if not ray.is_initialized():
@@ -248,14 +248,38 @@ def connection_gist(exc: BaseException) -> str:
     return (text.splitlines() or [type(exc).__name__])[0]
 
 
-def probe(address: str, timeout_s: float = 5.0) -> None:
-    """Fail fast when nothing listens at a cluster address (ray.init would retry for minutes)."""
+def probe(address: str, timeout_s: float = 5.0, *, handshake: bool = False) -> None:
+    """Fail fast when nothing listens at a cluster address (ray.init would retry for minutes).
+
+    With `handshake` (before a join), also when what listens does not open a gRPC connection
+    within `timeout_s`: a stopped or wedged head, a paused VM, or another service's port (the
+    dashboard's 8265) accepts the TCP connection, and a join there blocks - by a GCS address
+    for over 5 minutes (measured), past systemd's start timeout - instead of failing. The watch
+    of a joined cluster probes without it: the kernel answers a TCP connect however busy the
+    head is, so a loaded head is never taken for a lost one.
+    """
     host, _, port = address.removeprefix("ray://").rpartition(":")
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
             pass
     except (OSError, ValueError) as exc:
         raise ConnectionError(f"no Ray cluster answers at {address}: {exc}") from None
+    # Ray's own switch: with TLS a plain channel could not open, and a TLS one needs Ray's certificates.
+    if handshake and os.environ.get("RAY_USE_TLS", "0").lower() not in ("1", "true"):
+        _grpc_handshake(address, f"{host}:{port}", timeout_s)
+
+
+def _grpc_handshake(address: str, target: str, timeout_s: float) -> None:
+    import grpc  # Ray's own transport (GCS and Ray Client server alike)
+
+    with grpc.insecure_channel(target) as channel:
+        try:
+            grpc.channel_ready_future(channel).result(timeout=timeout_s)
+        except grpc.FutureTimeoutError:
+            raise ConnectionError(
+                f"something listens at {address} but does not answer as a Ray cluster within "
+                f"{timeout_s:.0f} s (a stopped or overloaded head, or another service's port: "
+                "check `[ray] address`)") from None
 
 
 class RayRunner:

@@ -11,7 +11,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from midid.pool import client_server_fault
@@ -27,6 +28,16 @@ def free_port() -> int:
 def _listening(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@contextmanager
+def silent_listener() -> Iterator[int]:
+    """A port whose TCP connections the kernel accepts but nobody serves (a stopped or wedged
+    head, a paused VM, another service's port): a join there waits, it is not refused."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(64)
+        yield s.getsockname()[1]
 
 
 def listener_of(port: int) -> str:

@@ -11,6 +11,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -19,26 +21,45 @@ import midid
 from conftest import write_config
 from loopdev import loop_drive, require_loop
 from rayhead import (client_server_log, client_servers, free_port, head_processes, head_workers, hold, kill,
-                     listener_of, remove_head, skip_if_client_port_closed, skip_on_client_server_flake, start_head)
+                     listener_of, remove_head, silent_listener, skip_if_client_port_closed,
+                     skip_on_client_server_flake, start_head)
 from test_daemon import Daemon, files_in_db, status, wait_until
 from test_pipeline import _LostRunner
 
 
+@contextmanager
+def _cluster_port(kind: str) -> Iterator[int]:
+    """A cluster address's port that refuses connections, or one that takes them and never
+    answers (a stopped or wedged head, another service's port)."""
+    if kind == "refused":
+        yield free_port()
+    else:
+        with silent_listener() as port:
+            yield port
+
+
 @pytest.mark.slow
-def test_unreachable_cluster_falls_back_to_a_local_ray(tmp_path: Path, sample_midi) -> None:
+@pytest.mark.parametrize("kind", ["refused", "silent"])
+def test_unreachable_cluster_falls_back_to_a_local_ray(tmp_path: Path, sample_midi, kind: str) -> None:
+    """A silent port used to hold the daemon's start in Ray's join for over 5 minutes (past
+    systemd's 120 s start timeout, so it was killed and restarted for ever)."""
     src = tmp_path / "src"
     src.mkdir()
-    config = write_config(tmp_path, f'[sources]\nfolders = ["{src}"]\n[watch]\nsettle_s = 0.5\n'
-                                    f'[ray]\naddress = "127.0.0.1:{free_port()}"\n[export]\nenabled = false\n')
-    d = Daemon(tmp_path, config)
-    try:
-        d.notify.wait_for("READY=1", timeout=240)
-        (src / "a.mid").write_bytes(sample_midi[0].read_bytes())
-        wait_until(lambda: files_in_db(tmp_path).get("a.mid") == 1, 60, "analysed on the local Ray")
-        s = status(config)
-        assert any("unreachable" in m and "local Ray" in m for m in s["daemon_messages"])
-    finally:
-        assert d.stop() == 0
+    with _cluster_port(kind) as port:
+        config = write_config(tmp_path, f'[sources]\nfolders = ["{src}"]\n[watch]\nsettle_s = 0.5\n'
+                                        f'[ray]\naddress = "127.0.0.1:{port}"\n[export]\nenabled = false\n')
+        d = Daemon(tmp_path, config)
+        try:
+            d.ready()  # the unit's start timeout
+            (src / "a.mid").write_bytes(sample_midi[0].read_bytes())
+            wait_until(lambda: files_in_db(tmp_path).get("a.mid") == 1, 60, "analysed on the local Ray")
+            s = status(config)
+            assert any("unreachable" in m and "local Ray" in m for m in s["daemon_messages"])
+            assert s["compute"]["ray"] == "local"
+        finally:
+            assert d.stop() == 0
+    if kind == "silent":
+        assert "does not answer as a Ray cluster" in (tmp_path / "daemon.log").read_text()
 
 
 def _stop(d: Daemon | None) -> None:
@@ -302,14 +323,38 @@ def _one_shot_sources(src: Path, sample_midi, n: int) -> None:
 
 
 @pytest.mark.slow
-def test_one_shot_import_with_an_unreachable_cluster_runs_on_a_local_ray(tmp_path: Path, sample_midi) -> None:
+@pytest.mark.parametrize("kind", ["refused", "silent", "silent ray://"])
+def test_one_shot_import_with_an_unreachable_cluster_runs_on_a_local_ray(tmp_path: Path, sample_midi,
+                                                                        kind: str) -> None:
+    """A silent port held the join for over 5 minutes by a GCS address and 30 s as a Ray Client."""
     _one_shot_sources(tmp_path / "src", sample_midi, 50)
-    config = write_config(tmp_path, f'[ray]\naddress = "127.0.0.1:{free_port()}"\nnum_cpus = 2\nobject_store_mb = 100\n')
-    done = subprocess.run(_import_cmd(config, tmp_path / "src"), capture_output=True, text=True, timeout=240)
+    with _cluster_port(kind.split()[0]) as port:
+        scheme = "ray://" if kind.endswith("ray://") else ""
+        config = write_config(tmp_path, f'[ray]\naddress = "{scheme}127.0.0.1:{port}"\nnum_cpus = 2\n'
+                                        "object_store_mb = 100\n")
+        done = subprocess.run(_import_cmd(config, tmp_path / "src"), capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["imported"] == 50 and summary["analysed"] == 50 and summary["analysis_errors"] == 0
     assert "cannot join the Ray cluster" in done.stderr and "local Ray" in done.stderr
+    if kind != "refused":  # told by the handshake (5 s), not by Ray's join giving up, if ever
+        assert "does not answer as a Ray cluster" in done.stderr
+
+
+def test_the_join_probe_tells_a_silent_port_from_a_ray_cluster(ray_local) -> None:
+    """Before a join, what listens must open a gRPC connection (the GCS here; the Ray Client
+    server in test_pipeline's join test): the kernel alone accepting is not a cluster. The
+    watch of a joined cluster keeps the plain TCP probe, which a busy head always passes."""
+    from midid.pool import probe
+
+    with silent_listener() as port:
+        probe(f"127.0.0.1:{port}", timeout_s=0.5)
+        for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+            with pytest.raises(ConnectionError, match="does not answer as a Ray cluster"):
+                probe(address, timeout_s=0.5, handshake=True)
+    probe(ray_local.get_runtime_context().gcs_address, handshake=True)
+    with pytest.raises(ConnectionError, match="no Ray cluster answers"):
+        probe(f"127.0.0.1:{free_port()}", handshake=True)
 
 
 @pytest.mark.slow
@@ -438,7 +483,8 @@ def test_rejoin_tries_wait_rejoin_s_and_double_while_the_join_fails(tmp_path: Pa
     answers = [False]
     probes: list[float] = []
 
-    def probe(address: str, timeout_s: float = 5.0) -> None:
+    def probe(address: str, timeout_s: float = 5.0, *, handshake: bool = False) -> None:
+        assert handshake, "a rejoin is a join: what answers must be a cluster"
         probes.append(clock[0])
         if not answers[0]:
             raise ConnectionError("refused")
@@ -493,7 +539,7 @@ def test_a_reload_that_cannot_join_the_cluster_says_why_and_stays_local(tmp_path
     config = write_config(tmp_path, '[ray]\naddress = "ray://127.0.0.1:10001"\n')
     d = daemon_mod.Daemon(str(config))
     d.engine = Engine(d.cfg, Library(d.cfg.database_path), LocalRunner())
-    monkeypatch.setattr(pool, "probe", lambda address, timeout_s=2.0: None)
+    monkeypatch.setattr(pool, "probe", lambda address, timeout_s=2.0, handshake=False: None)
     joins: list[str] = []
 
     def ray_runner(address: str) -> LocalRunner:

@@ -33,7 +33,7 @@ from midid.engine import Engine
 from midid.importer import Importer
 from midid import runjob
 from midid.pool import (CLIENT_SERVER_FAULTS, CRASH_ERROR, ClusterLost, LocalRunner, NoWorkers, RayRunner, _Worker, _join,
-                        connection_gist)
+                        connection_gist, probe)
 from midid.records import ANALYZER_VERSION, JSON_COLUMNS, analysis_row
 from midid.runjob import estimate_inputs, run_import
 
@@ -406,6 +406,7 @@ def test_joins_a_ray_cluster_started_with_ray_start_head(tmp_path: Path, sample_
     try:
         src = copied(sample_midi, tmp_path / "src")
         address = f"ray://127.0.0.1:{client_port}" if scheme else f"127.0.0.1:{port}"
+        probe(address, handshake=True)  # a GCS and a Ray Client server both open a gRPC connection
         config = write_config(tmp_path, f'[ray]\naddress = "{address}"\n')
         done = run_or_dump([sys.executable, "-m", "midid.ctl", "-v", "--config", str(config), "import",
                             "--local", "--json", str(src)], timeout=240)
