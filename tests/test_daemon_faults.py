@@ -524,6 +524,27 @@ def test_rejoin_tries_wait_rejoin_s_and_double_while_the_join_fails(tmp_path: Pa
     assert d._rejoin_at is None and joins[-1] < 200_000 + 1000.0
 
 
+def test_a_reload_towards_a_silent_port_stays_local_without_a_join(tmp_path: Path) -> None:
+    """The reload's probe (the real one, against a port that takes connections and never
+    answers) finds no cluster, so the local Ray is kept and no join is tried: a join there
+    would hold the daemon's loop for minutes (test_unreachable_cluster_falls_back_...[silent]
+    is the same probe at start-up)."""
+    from midid import daemon as daemon_mod
+    from midid.db import Library
+    from midid.engine import Engine
+    from midid.pool import LocalRunner
+
+    with silent_listener() as port:
+        config = write_config(tmp_path, f'[ray]\naddress = "ray://127.0.0.1:{port}"\n')
+        d = daemon_mod.Daemon(str(config))
+        d.engine = Engine(d.cfg, Library(d.cfg.database_path), LocalRunner())
+        joins: list[str] = []
+        d._ray_runner = lambda address: joins.append(address)  # type: ignore[method-assign]
+        d._switch_ray()
+    assert joins == [] and isinstance(d.engine.runner, LocalRunner)
+    assert "still unreachable" in d.messages[-1] and "does not answer as a Ray cluster" in d.messages[-1]
+
+
 def test_a_reload_that_cannot_join_the_cluster_says_why_and_stays_local(tmp_path: Path,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """The cluster answers the probe but the join fails (Ray Client's server failing to start
