@@ -21,7 +21,7 @@ from .db import Library
 from .durable import BatchWriter, clear_staging
 from .hashing import content_hash
 from .importer import LibraryWriteError
-from .metadata import bpm_stated_tag, key_of_tag
+from .metadata import bpm_of_tag, bpm_stated_tag, key_of_tag
 from .pool import Done
 from .stages.rename import render_name
 from .stages.sanitize import library_relpath
@@ -151,7 +151,7 @@ class Engine:
                 tasks.append(SplitTask(file_id, data))
             else:
                 tags = priors.get(file_id, [])
-                bpm = next((float(t[4:]) for t in tags if t.startswith("bpm:")), None)
+                bpm = next((b for b in map(bpm_of_tag, tags) if b is not None), None)
                 words = tuple(t for t in tags if ":" not in t)
                 stated = bpm is not None and bpm_stated_tag(bpm) in tags
                 key = next((k for k in map(key_of_tag, tags) if k), None)

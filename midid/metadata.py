@@ -92,6 +92,16 @@ def bpm_tag(bpm: float) -> str:
     return f"bpm:{bpm:g}"
 
 
+def bpm_of_tag(tag: str) -> float | None:
+    """The BPM of a `bpm_tag`; None for any other tag."""
+    if not tag.startswith("bpm:"):
+        return None
+    try:
+        return float(tag[4:])
+    except ValueError:
+        return None
+
+
 def bpm_stated_tag(bpm: float) -> str:
     """The tag beside `bpm_tag` when the name states the tempo as one (`NameMeta.bpm_stated`)."""
     return f"bpm-stated:{bpm:g}"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from midid.metadata import Tag, bpm_from_name, key_from_name, key_of_tag, key_tag, name_metadata, tags_from_name
+from midid.metadata import (Tag, bpm_from_name, bpm_of_tag, bpm_tag, key_from_name, key_of_tag, key_tag, name_metadata,
+                            tags_from_name)
 
 
 @pytest.mark.parametrize("name, bpm", [
@@ -31,7 +32,7 @@ def test_key_patterns(name: str, key: tuple[str, str] | None) -> None:
     assert key_from_name(name) == key
 
 
-def test_the_key_tag_reads_back_as_the_key_it_was_written_from() -> None:
+def test_the_key_and_bpm_tags_read_back_as_what_they_were_written_from() -> None:
     from midid.analysis.key import MODES, TONICS
 
     for tonic in TONICS:
@@ -39,6 +40,8 @@ def test_the_key_tag_reads_back_as_the_key_it_was_written_from() -> None:
             assert key_of_tag(key_tag(tonic, mode)) == (tonic, mode)
             assert key_of_tag(key_tag(tonic, mode).lower()) == (tonic, mode)
     assert [key_of_tag(t) for t in ("bpm:120", "key:", "key:H", "key:mm", "kick")] == [None] * 5
+    assert [bpm_of_tag(bpm_tag(b)) for b in (140, 92.5)] == [140.0, 92.5]
+    assert [bpm_of_tag(t) for t in ("key:Am", "bpm:", "bpm-stated:140", "kick")] == [None] * 4
 
 
 @pytest.mark.parametrize("name, tags", [
