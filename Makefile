@@ -8,7 +8,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := libsystemd-dev pkg-config udev systemd libarchive13 libarchive-tools \
-	e2fsprogs exfatprogs util-linux sqlite3 mount 7zip
+	e2fsprogs exfatprogs util-linux sqlite3 mount 7zip openssl
 DEMO_DIR := $(CURDIR)/.demo
 SHARED_CORPUS := $(CURDIR)/../shared/corpus
 

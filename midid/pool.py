@@ -49,6 +49,7 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from . import tasks as task_fns
@@ -256,7 +257,9 @@ def probe(address: str, timeout_s: float = 5.0, *, handshake: bool = False) -> N
     dashboard's 8265) accepts the TCP connection, and a join there blocks - by a GCS address
     for over 5 minutes (measured), past systemd's start timeout - instead of failing. The watch
     of a joined cluster probes without it: the kernel answers a TCP connect however busy the
-    head is, so a loaded head is never taken for a lost one.
+    head is, so a loaded head is never taken for a lost one. Under `RAY_USE_TLS` the handshake
+    is a TLS one with the certificates Ray itself reads, so a head that would refuse them is
+    told apart too.
     """
     host, _, port = address.removeprefix("ray://").rpartition(":")
     try:
@@ -264,22 +267,50 @@ def probe(address: str, timeout_s: float = 5.0, *, handshake: bool = False) -> N
             pass
     except (OSError, ValueError) as exc:
         raise ConnectionError(f"no Ray cluster answers at {address}: {exc}") from None
-    # Ray's own switch: with TLS a plain channel could not open, and a TLS one needs Ray's certificates.
-    if handshake and os.environ.get("RAY_USE_TLS", "0").lower() not in ("1", "true"):
+    if handshake:
         _grpc_handshake(address, f"{host}:{port}", timeout_s)
+
+
+# Ray's documented TLS switch and the certificate files it reads (docs.ray.io, "TLS Authentication").
+TLS_FILES = {"certificate_chain": "RAY_TLS_SERVER_CERT", "private_key": "RAY_TLS_SERVER_KEY",
+             "root_certificates": "RAY_TLS_CA_CERT"}
+
+
+def _tls_credentials():
+    """The channel credentials Ray's own clients use when `RAY_USE_TLS` is on (None when off):
+    a plain channel to a TLS cluster never opens, so without them every join would be refused."""
+    import grpc
+
+    if os.environ.get("RAY_USE_TLS", "0").lower() not in ("1", "true"):
+        return None
+    files = {}
+    for arg, variable in TLS_FILES.items():
+        path = os.environ.get(variable)
+        if not path:
+            continue
+        try:
+            files[arg] = Path(path).read_bytes()
+        except OSError as exc:
+            raise ConnectionError(f"RAY_USE_TLS is set but {variable} cannot be read ({exc}): "
+                                  "give it a readable certificate file, as Ray needs it too") from None
+    return grpc.ssl_channel_credentials(**files)
 
 
 def _grpc_handshake(address: str, target: str, timeout_s: float) -> None:
     import grpc  # Ray's own transport (GCS and Ray Client server alike)
 
-    with grpc.insecure_channel(target) as channel:
+    credentials = _tls_credentials()
+    channel = grpc.insecure_channel(target) if credentials is None else grpc.secure_channel(target, credentials)
+    with channel:
         try:
             grpc.channel_ready_future(channel).result(timeout=timeout_s)
         except grpc.FutureTimeoutError:
+            tls = ("; RAY_USE_TLS is set, so it must also accept the certificates in "
+                   "RAY_TLS_SERVER_CERT, RAY_TLS_SERVER_KEY and RAY_TLS_CA_CERT") if credentials else ""
             raise ConnectionError(
                 f"something listens at {address} but does not answer as a Ray cluster within "
                 f"{timeout_s:.0f} s (a stopped or overloaded head, or another service's port: "
-                "check `[ray] address`)") from None
+                f"check `[ray] address`{tls})") from None
 
 
 class RayRunner:

@@ -65,16 +65,37 @@ def listener_of(port: int) -> str:
     return "a process this test cannot see"
 
 
-def start_head(temp_dir: Path, port: int, num_cpus: int = 1, client_port: int | None = None) -> subprocess.Popen:
+def tls_files(directory: Path, ips: tuple[str, ...] = ("127.0.0.1",)) -> dict[str, str]:
+    """A certificate authority and a certificate it signed for `ips`, made with openssl, as
+    the environment Ray's TLS mode reads (`RAY_USE_TLS` and the three `RAY_TLS_*` files)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca, key, csr, cert = (str(directory / n) for n in ("ca.crt", "server.key", "server.csr", "server.crt"))
+    san = directory / "san.cnf"
+    san.write_text(f"subjectAltName={','.join(f'IP:{ip}' for ip in ips)},DNS:localhost\n")
+    for cmd in (
+        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(directory / "ca.key"),
+         "-out", ca, "-days", "2", "-subj", "/CN=midid test CA"],
+        ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=localhost"],
+        ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", str(directory / "ca.key"), "-CAcreateserial",
+         "-out", cert, "-days", "2", "-extfile", str(san)],
+    ):
+        subprocess.run(["openssl", *cmd], check=True, capture_output=True)
+    return {"RAY_USE_TLS": "1", "RAY_TLS_SERVER_CERT": cert, "RAY_TLS_SERVER_KEY": key, "RAY_TLS_CA_CERT": ca}
+
+
+def start_head(temp_dir: Path, port: int, num_cpus: int = 1, client_port: int | None = None,
+               env: dict[str, str] | None = None) -> subprocess.Popen:
     """A real one-node cluster, as `ray start --head` makes it, with its own port and temp dir;
-    with `client_port`, its Ray Client server (`ray://`) listens there."""
+    with `client_port`, its Ray Client server (`ray://`) listens there; `env` is added to this
+    process's environment (a TLS head: :func:`tls_files`)."""
     ray_bin = Path(sys.executable).with_name("ray")
     client = [f"--ray-client-server-port={client_port}"] if client_port else []
     head = subprocess.Popen(
         [str(ray_bin), "start", "--head", "--block", f"--port={port}", f"--num-cpus={num_cpus}",
          f"--temp-dir={temp_dir}", "--include-dashboard=false", "--disable-usage-stats",
          "--node-ip-address=127.0.0.1", *client],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        env=None if env is None else {**os.environ, **env})
     deadline = time.monotonic() + 60
     while not all(_listening(p) for p in (port, client_port or port)) and head.poll() is None:
         if time.monotonic() > deadline:

@@ -22,7 +22,7 @@ from conftest import write_config
 from loopdev import loop_drive, require_loop
 from rayhead import (client_server_log, client_servers, free_port, head_processes, head_workers, hold, kill,
                      listener_of, remove_head, silent_listener, skip_if_client_port_closed,
-                     skip_on_client_server_flake, start_head)
+                     skip_on_client_server_flake, start_head, tls_files)
 from test_daemon import Daemon, files_in_db, status, wait_until
 from test_pipeline import _LostRunner
 
@@ -355,6 +355,70 @@ def test_the_join_probe_tells_a_silent_port_from_a_ray_cluster(ray_local) -> Non
     probe(ray_local.get_runtime_context().gcs_address, handshake=True)
     with pytest.raises(ConnectionError, match="no Ray cluster answers"):
         probe(f"127.0.0.1:{free_port()}", handshake=True)
+
+
+_TLS_PROBES = """
+import sys
+from midid.pool import probe
+for address in sys.argv[1:]:
+    try:
+        probe(address, timeout_s=2, handshake=True)
+        print("joinable")
+    except ConnectionError as exc:
+        print(exc)
+"""
+
+
+@pytest.mark.slow
+def test_a_tls_cluster_is_joined_and_its_probe_speaks_tls(tmp_path: Path, sample_midi) -> None:
+    """Under Ray's TLS mode (`RAY_USE_TLS` and its certificate files, in the environment of
+    every Ray process) a plain gRPC channel never opens, so the join's handshake uses Ray's
+    certificates. A real TLS head passes it and runs the pool; a silent port is still told
+    apart, and the import goes on on a local Ray under the same TLS settings (before, TLS
+    skipped the handshake and such a port held the join); an unreadable certificate is named.
+    The certificate names this machine's address as well as 127.0.0.1: Ray connects to a
+    localhost cluster by the machine's address, as does its local Ray. Everything runs in
+    processes of its own: the session's Ray must not see that environment."""
+    import ray.util
+
+    tls = tls_files(tmp_path / "tls", ("127.0.0.1", ray.util.get_node_ip_address()))
+    _one_shot_sources(tmp_path / "src", sample_midi, 20)
+    port, temp_dir = free_port(), Path(tempfile.mkdtemp(prefix="midid-tls-head-"))
+    head = start_head(temp_dir, port, env=tls)
+    try:
+        with silent_listener() as silent:
+            def probes(env: dict[str, str]) -> list[str]:
+                done = subprocess.run([sys.executable, "-c", _TLS_PROBES, f"127.0.0.1:{port}",
+                                       f"127.0.0.1:{silent}"], env={**os.environ, **env},
+                                      capture_output=True, text=True, timeout=60)
+                assert done.returncode == 0, done.stderr
+                return done.stdout.splitlines()
+
+            head_answer, silent_answer = probes(tls)
+            plain_answer, _ = probes({"RAY_USE_TLS": "0"})
+            missing = probes({**tls, "RAY_TLS_CA_CERT": str(tmp_path / "nowhere.crt")})
+
+            def one_shot(name: str, address: str) -> subprocess.CompletedProcess:
+                config = write_config(tmp_path / name, f'[ray]\naddress = "{address}"\nnum_cpus = 2\n'
+                                      "object_store_mb = 100\n[pipeline]\nlocal_below = 1\n")
+                done = subprocess.run(_import_cmd(config, tmp_path / "src"), capture_output=True,
+                                      text=True, timeout=240, env={**os.environ, **tls})
+                assert done.returncode == 0, done.stderr
+                assert json.loads(done.stdout.strip().splitlines()[-1])["analysed"] == 20, done.stdout
+                return done
+
+            joined = one_shot("joined", f"127.0.0.1:{port}")
+            on_the_head = [log for log in (temp_dir / "session_latest" / "logs").glob("worker-*.out")
+                           if "_Worker" in log.read_text(errors="replace")]
+            fallen_back = one_shot("silent", f"127.0.0.1:{silent}")
+    finally:
+        remove_head(head, temp_dir)
+    assert head_answer == "joinable"
+    assert "does not answer as a Ray cluster" in silent_answer and "RAY_TLS_CA_CERT" in silent_answer
+    assert "does not answer as a Ray cluster" in plain_answer  # why the certificates are needed
+    assert all("RAY_TLS_CA_CERT cannot be read" in line for line in missing), missing
+    assert "cannot join" not in joined.stderr and on_the_head, joined.stderr
+    assert "does not answer as a Ray cluster" in fallen_back.stderr and "local Ray" in fallen_back.stderr
 
 
 @pytest.mark.slow
