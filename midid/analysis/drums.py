@@ -55,7 +55,7 @@ def looks_like_kit(pitch: np.ndarray, named: bool, tagged: bool) -> bool:
     # Shares as count / size: the same number as a bool array's mean(), at a third of its cost.
     if named:
         in_kit = (pitch >= _GM_KIT_RANGE[0]) & (pitch <= _GM_KIT_RANGE[1])
-        return np.count_nonzero(in_kit) / pitch.size >= 0.9
+        return bool(np.count_nonzero(in_kit) / pitch.size >= 0.9)
     core = np.count_nonzero(_CORE_KIT[pitch]) / pitch.size
     if not tagged and (pitch.size < 4 or core < 0.8):
         return False  # most melodic voices: decided without sorting their notes
