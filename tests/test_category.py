@@ -73,6 +73,7 @@ def drums(share: float = 1.0, **parts: float) -> Evidence:
     (replace(BLOCKS, bars=16), [], "Progressions"),
     (replace(BLOCKS, bars=17), [], "Chords"),
     (replace(BLOCKS, distinct_chords=1), [], "Chords"),
+    (replace(BLOCKS, distinct_chords=2), [], "Progressions"),
     (replace(BLOCKS, chord_changes_per_bar=0.5), [], "Progressions"),
     (replace(BLOCKS, chord_changes_per_bar=0.49), [], "Chords"),
 ])

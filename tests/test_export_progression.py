@@ -96,6 +96,21 @@ def test_no_chord_segments_are_skipped_and_silent_chords_get_a_template():
     assert {n % 12 for n in voicings[1].notes} == {2, 7, 9}
 
 
+def test_a_voicing_holds_only_the_notes_of_its_own_segment():
+    """C, Am, G a bar each: Am's 60 and 64 are C's tones too, but sound in Am's bar, not C's."""
+    mid = mido.MidiFile(type=0, ticks_per_beat=TPQ)
+    track = mido.MidiTrack()
+    for notes in ((48, 52, 55), (57, 60, 64), (55, 59, 62)):
+        track += [mido.Message("note_on", note=n, velocity=90, time=0) for n in notes]
+        track += [mido.Message("note_off", note=n, time=4 * TPQ if i == 0 else 0) for i, n in enumerate(notes)]
+    mid.tracks.append(track)
+    buf = io.BytesIO()
+    mid.save(file=buf)
+    segments = [{"beat": 0.0, "label": "C:maj"}, {"beat": 4.0, "label": "A:min"}, {"beat": 8.0, "label": "G:maj"}]
+    assert chord_voicings(buf.getvalue(), segments) == [
+        Voicing("C", (48, 52, 55)), Voicing("Am", (57, 60, 64)), Voicing("G", (55, 59, 62))]
+
+
 def test_at_most_sixteen_pads():
     many = [Voicing(f"C{i}", (60 + i,)) for i in range(MAX_PADS + 4)]
     chords = progression_document("many", many)["progression"]["chords"]
@@ -126,6 +141,15 @@ def test_bad_labels_name_the_allowed_values(label):
 def test_parse_rejects_malformed(text):
     with pytest.raises(ValueError):
         parse_progression(text)
+
+
+def test_parse_takes_the_whole_midi_note_range():
+    doc = {"progression": {"chords": [{"name": "low", "notes": [0, 12]}, {"name": "high", "notes": [115, 127]}]}}
+    assert parse_progression(json.dumps(doc)) == [Voicing("low", (0, 12)), Voicing("high", (115, 127))]
+    for bad in (-1, 128):
+        doc["progression"]["chords"][0]["notes"] = [bad]
+        with pytest.raises(ValueError, match="out-of-range"):
+            parse_progression(json.dumps(doc))
 
 
 def _seconds_to_quarters(score_q, score_s, seconds: float) -> float:

@@ -244,6 +244,17 @@ def test_stats_counts_files_parts_duplicates_and_histograms(library: Path) -> No
     assert "DrumKicks" in table and "Am" in table
 
 
+def test_stats_of_a_library_without_duplicates_saves_nothing(tmp_path: Path) -> None:
+    pack = tmp_path / "pack"
+    pack.mkdir()
+    for name, data in pack_files().items():
+        (pack / name).write_bytes(data)
+    config = write_config(tmp_path)
+    run(config, "import", "--local", str(pack))
+    data = json.loads(run(config, "stats", "--json"))
+    assert (data["files"], data["sources"], data["duplicates"], data["duplicate_bytes_saved"]) == (3, 3, 0, 0)
+
+
 def test_devices_before_any_drive_says_how_to_get_one(library: Path) -> None:
     result = CliRunner().invoke(cli, ["--config", str(library), "devices"], env={"COLUMNS": "200"})
     assert result.exit_code == 0 and result.stdout == ""

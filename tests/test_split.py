@@ -159,6 +159,27 @@ def test_type0_splits_by_channel_with_labels() -> None:
     assert any(m.type == "control_change" for m in bass.tracks[0])
 
 
+def test_type0_part_label_is_the_program_before_the_channel_s_first_note() -> None:
+    """A program change after a channel's first note (a mid-song patch switch) does not rename
+    the part; one before it does, for that channel only."""
+    track = mido.MidiTrack([
+        mido.Message("program_change", channel=0, program=33, time=0),  # Electric Bass (finger)
+        mido.Message("note_on", channel=0, note=40, velocity=90, time=0),
+        mido.Message("program_change", channel=1, program=0, time=0),  # Acoustic Grand Piano
+        mido.Message("note_on", channel=1, note=64, velocity=90, time=0),
+        mido.Message("note_off", channel=0, note=40, velocity=0, time=480),
+        mido.Message("note_off", channel=1, note=64, velocity=0, time=0),
+        mido.Message("program_change", channel=0, program=0, time=0),
+        mido.Message("program_change", channel=1, program=40, time=0),  # Violin
+        mido.Message("note_on", channel=0, note=43, velocity=90, time=0),
+        mido.Message("note_on", channel=1, note=67, velocity=90, time=0),
+        mido.Message("note_off", channel=0, note=43, velocity=0, time=480),
+        mido.Message("note_off", channel=1, note=67, velocity=0, time=0),
+    ])
+    parts = split_midi(_save(mido.MidiFile(type=0, ticks_per_beat=480, tracks=[track])))
+    assert [(p.label, p.index) for p in parts] == [("Bass", 0), ("Piano", 1)]
+
+
 def _abs_meta(midi: mido.MidiFile) -> list[tuple[int, str]]:
     tick, out = 0, []
     for msg in midi.tracks[0]:
