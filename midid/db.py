@@ -248,6 +248,15 @@ class Library:
         marks = ",".join("?" * len(chunk))
         return dict(self.db.execute(f"SELECT hash, id FROM files WHERE hash IN ({marks})", chunk).fetchall())
 
+    def paths_of(self, ids: Sequence[int]) -> dict[int, str]:
+        """Library path of each of these file ids (those that exist)."""
+        found: dict[int, str] = {}
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start:start + 500])
+            found.update(self.db.execute(
+                f"SELECT id, path FROM files WHERE id IN ({','.join('?' * len(chunk))})", chunk).fetchall())
+        return found
+
     def path_taken(self, relpath: str) -> bool:
         return self.db.execute("SELECT 1 FROM files WHERE path = ? COLLATE NOCASE", [relpath]).fetchone() is not None
 
@@ -261,13 +270,16 @@ class Library:
     def commit_import(self, files: list[dict[str, Any]], sources: list[dict[str, Any]],
                       tags: list[dict[str, Any]], scanned: list[dict[str, Any]],
                       failures: list[dict[str, Any]], *, aliases: Sequence[tuple[int, str, str]] = (),
-                      run_started: float = 0.0) -> None:
+                      run_started: float = 0.0, restored: Sequence[int] = ()) -> None:
         """One import batch in one transaction. `files` rows carry their id (pre-allocated).
 
         `aliases` are (file id, name, pack) of duplicates met under another name or in another
         pack: `midictl find --text` finds a file by any name it came under. Each is added once,
         and a file's aliases stop growing at ALIAS_TEXT_MAX characters (a kick in a thousand
         packs).
+
+        `restored` are files whose library copy had gone and was written again from this
+        batch: the error `check --repair` left on such a file ("re-import it") is cleared.
 
         An on-disk file in `scanned` keeps only the import failures of this run (the one that
         began at `run_started`): an older failure of it, or of a member of it, was of a file
@@ -309,6 +321,9 @@ class Library:
                                  [(run_started, *_failures_of(r["disk_path"])) for r in scanned])
             if failures:
                 self.db["failures"].upsert_all(failures, pk=("origin", "stage"), batch_size=500)
+            if restored:
+                conn.executemany("UPDATE files SET error = NULL, error_stage = NULL WHERE id = ? AND error_stage = 'check'",
+                                 [(file_id,) for file_id in restored])
             self._progress("import", len(files), len(failures), now)
             if files:
                 self._progress("sanitize", len(files), 0, now)

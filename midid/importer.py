@@ -191,6 +191,7 @@ class Importer:
         new_ids: dict[str, int] = {}
         next_id = self.lib.next_file_id()
         moved: list[Path] = []
+        met_again: dict[int, FoundMidi] = {}
         try:
             for p in found:
                 origin = p.item.origin
@@ -221,11 +222,14 @@ class Importer:
                 else:
                     out.duplicates += 1
                     aliases.append((file_id, p.name, p.levels[0] if p.levels else ""))
+                    if p.digest in known:
+                        met_again.setdefault(file_id, p.item)
                 sources.append({"file_id": file_id, "origin": origin.display(), "disk_path": path_text(origin.path),
                                 "kind": "archive" if origin.members else "file", "size": p.item.size,
                                 "mtime": p.item.mtime, "seen_at": now, "missing": 0})
                 if self.cfg.sources.mode == "move" and not origin.members:
                     moved.append(Path(origin.path))
+            restored = self._restore_missing(writer, met_again)
             writer.publish()
         except OSError as exc:
             writer.discard()
@@ -234,13 +238,30 @@ class Importer:
         if not last and open_path in scanned:
             self._carry[open_path] = scanned.pop(open_path)
         self.lib.commit_import(files, sources, tags, list(scanned.values()), failures, aliases=aliases,
-                               run_started=self._run_started)
+                               run_started=self._run_started, restored=restored)
+        if restored:
+            log.warning("%d library file(s) were missing from %s (deleted by hand, or a restore without "
+                        "them); written again from the same files met in this import", len(restored), self.root)
         for source in moved:
             try:
                 source.unlink()
             except OSError as exc:
                 log.warning("imported %s but could not remove it (mode = move): %s", source, exc.strerror)
         return out
+
+    def _restore_missing(self, writer: BatchWriter, met_again: dict[int, FoundMidi]) -> list[int]:
+        """Library files met again whose copy is gone from the library folder, written again from
+        these bytes (theirs, by content hash). Without it a re-import - what `check --repair`
+        advises for a file no source could restore - counted them as duplicates and left them
+        missing, and with `mode = "move"` removed the one copy left: the source."""
+        if not met_again:
+            return []
+        restored = []
+        for file_id, relpath in self.lib.paths_of(list(met_again)).items():
+            if not os.path.lexists(self.root / relpath):
+                self._stage(writer, relpath, met_again[file_id])
+                restored.append(file_id)
+        return restored
 
     def _stage(self, writer: BatchWriter, relpath: str, item: FoundMidi) -> None:
         on_disk = not item.origin.members and self.cfg.sources.mode in ("hardlink", "move")

@@ -6,6 +6,7 @@ import json
 import sqlite3
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from conftest import copied, write_config
@@ -52,3 +53,73 @@ def test_check_finds_and_repairs_disagreements(tmp_path: Path, sample_midi) -> N
     assert "no source has the same bytes" in error
     assert adopted == (None,)  # adopted files are queued for analysis
     assert report["missing"] == [paths[part]] and report["orphans"] == [] and report["staging"] == 0
+
+
+def _library_paths(tmp_path: Path) -> dict[str, str]:
+    with sqlite3.connect(tmp_path / "midid.sqlite3") as conn:
+        return dict(conn.execute("SELECT name, path FROM files WHERE parent_id IS NULL"))
+
+
+def test_a_re_import_writes_back_library_files_that_went_missing(tmp_path: Path, sample_midi,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """Library files deleted by hand come back from a re-import of their sources (they are still
+    duplicates: the counts do not change), and the library agrees with its database again."""
+    src = copied(sample_midi, tmp_path / "src")
+    config = write_config(tmp_path)
+    assert run(config, "import", "--local", "--json", str(src)).exit_code == 0
+    paths = _library_paths(tmp_path)
+    lib = tmp_path / "library"
+    gone = sorted(paths)[:2]
+    for name in gone:
+        (lib / paths[name]).unlink()
+    assert json.loads(run(config, "check", "--json").output)["missing"] == sorted(paths[n] for n in gone)
+    again = run(config, "import", "--local", "--json", str(src))
+    summary = json.loads(again.output.strip().splitlines()[-1])
+    assert (summary["imported"], summary["duplicates"]) == (0, len(sample_midi))
+    assert "2 library file(s) were missing" in caplog.text
+    for name in gone:
+        assert (lib / paths[name]).read_bytes() == (src / name).read_bytes()
+    assert json.loads(run(config, "check", "--json").output)["ok"]
+
+
+def test_with_move_a_duplicate_of_a_missing_library_file_is_not_lost(tmp_path: Path, sample_midi) -> None:
+    """`mode = "move"` removes an imported source. When the library's copy of those bytes had
+    been deleted, the source was removed as a mere duplicate and the music was gone; now the
+    library file is written back from it first."""
+    config = write_config(tmp_path, '[sources]\nmode = "move"\n')
+    assert run(config, "import", "--local", "--json", str(copied(sample_midi, tmp_path / "first"))).exit_code == 0
+    assert not any((tmp_path / "first").iterdir())  # moved into the library
+    paths = _library_paths(tmp_path)
+    name = sample_midi[0].name
+    (tmp_path / "library" / paths[name]).unlink()
+    second = copied(sample_midi[:1], tmp_path / "second")
+    assert run(config, "import", "--local", "--json", str(second)).exit_code == 0
+    assert not (second / name).exists()
+    assert (tmp_path / "library" / paths[name]).read_bytes() == sample_midi[0].read_bytes()
+    assert json.loads(run(config, "check", "--json").output)["ok"]
+
+
+def test_a_file_check_could_not_restore_is_restored_by_importing_it_again(tmp_path: Path, sample_midi) -> None:
+    """`check --repair` marks a missing file whose sources are gone too with "re-import it";
+    importing a copy found elsewhere restores the file and clears that error, and its
+    analysis (of the same bytes) stays."""
+    src = copied(sample_midi, tmp_path / "src")
+    config = write_config(tmp_path)
+    assert run(config, "import", "--local", "--json", str(src)).exit_code == 0
+    name = sample_midi[0].name
+    path = _library_paths(tmp_path)[name]
+    (tmp_path / "library" / path).unlink()
+    (src / name).unlink()
+    assert json.loads(run(config, "check", "--repair", "--json").output)["repaired"]["unrecoverable"] == 1
+
+    def row() -> tuple:
+        with sqlite3.connect(tmp_path / "midid.sqlite3") as conn:
+            return conn.execute("SELECT f.error, a.category IS NOT NULL FROM files f LEFT JOIN analysis a"
+                                " ON a.file_id = f.id WHERE f.path = ?", [path]).fetchone()
+
+    assert "re-import it" in row()[0]
+    found = copied(sample_midi[:1], tmp_path / "backup")
+    assert run(config, "import", "--local", "--json", str(found)).exit_code == 0
+    assert row() == (None, 1)
+    assert (tmp_path / "library" / path).read_bytes() == sample_midi[0].read_bytes()
+    assert json.loads(run(config, "check", "--json").output)["ok"]

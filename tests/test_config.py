@@ -41,6 +41,9 @@ def test_builtin_defaults_without_any_file(tmp_path: Path) -> None:
     ({"rename": {"template": "{bpm}_{color}"}}, ["rename.template", "{bpm}"]),
     ({"ray": {"address": "head-node"}}, ["ray.address", 'ray://host:port']),
     ({"watch": {"settle_s": True}}, ["watch.settle_s", "True"]),
+    ({"pipeline": {"batch_size": True}}, ["pipeline.batch_size", "True"]),  # TOML true is no count
+    ({"pipeline": {"batch_size": 0}}, ["pipeline.batch_size", "0", "from 1 to 10000"]),
+    ({"import": {"max_members": 0}}, ["import.max_members", "0", "a positive integer"]),
 ])
 def test_bad_values_give_one_line_naming_key_value_and_allowed(data: dict, words: list[str]) -> None:
     with pytest.raises(ConfigError) as info:
