@@ -17,6 +17,12 @@ from .db import Library
 from .durable import STAGING, BatchWriter, clear_staging
 from .hashing import content_hash
 from .sniff import midi_payload
+from .stages.split import SplitError, split_midi
+
+
+UNRECOVERABLE = "library file missing and no source has the same bytes; re-import it"
+UNRECOVERABLE_PART = ("library file missing and neither its parent nor a source of the parent has its bytes; "
+                      "re-import the parent, then run `midictl check --repair`")
 
 
 @dataclass
@@ -71,8 +77,9 @@ def repair_library(lib: Library, root: Path, report: CheckReport) -> CheckReport
     """Make folder and database agree again, losing nothing that can be recovered.
 
     - staging leftovers: removed (they were never committed);
-    - a missing or changed file: restored from a source that still has the same bytes, else the
-      row is marked with an error saying so;
+    - a missing or changed file: restored from a source that still has the same bytes (a split
+      part: cut again from its parent's library file or sources), else the row is marked with
+      an error saying so;
     - an orphan file: if its bytes are already in the library it is a stray copy and is removed,
       otherwise it is adopted as a new library file (queued for analysis).
     """
@@ -84,9 +91,12 @@ def repair_library(lib: Library, root: Path, report: CheckReport) -> CheckReport
         file_id, digest = lib.db.execute("SELECT id, hash FROM files WHERE path = ?", [path]).fetchone()
         data = _from_sources(lib, file_id, digest)
         if data is None:
+            data = _from_parent(lib, root, file_id, digest)
+        if data is None:
+            part = lib.db.execute("SELECT parent_id IS NOT NULL FROM files WHERE id = ?", [file_id]).fetchone()[0]
             with lib.db.atomic():
                 lib.db.execute("UPDATE files SET error = ?, error_stage = 'check' WHERE id = ?",
-                               ["library file missing and no source has the same bytes; re-import it", file_id])
+                               [UNRECOVERABLE_PART if part else UNRECOVERABLE, file_id])
             repaired["unrecoverable"] += 1
             continue
         writer.add_bytes(path, data)
@@ -105,7 +115,7 @@ def repair_library(lib: Library, root: Path, report: CheckReport) -> CheckReport
                         "sanitized_at": os.path.getmtime(root / path)})
         next_id += 1
     writer.publish()
-    lib.commit_import(adopted, [], [], [], [])
+    lib.commit_import(adopted, [], [], [], [], restored=restored)
     for path in stray:
         path.unlink()
     repaired.update(restored=len(restored), adopted=len(adopted), removed_copies=len(stray))
@@ -125,3 +135,27 @@ def _from_sources(lib: Library, file_id: int, digest: str) -> bytes | None:
         if content_hash(data) == digest:
             return data
     return None
+
+
+def _from_parent(lib: Library, root: Path, file_id: int, digest: str) -> bytes | None:
+    """A split part's bytes, cut again from its parent (its library file, else a source with
+    the parent's bytes): the split copies track chunks verbatim, so the same part comes out
+    byte for byte and its hash says which one it is."""
+    row = lib.db.execute("SELECT p.id, p.path, p.hash FROM files f JOIN files p ON p.id = f.parent_id"
+                         " WHERE f.id = ?", [file_id]).fetchone()
+    if row is None:
+        return None
+    parent_id, parent_path, parent_hash = row
+    try:
+        parent = (root / parent_path).read_bytes()
+    except OSError:
+        parent = b""
+    if content_hash(parent) != parent_hash:
+        parent = _from_sources(lib, parent_id, parent_hash)
+        if parent is None:
+            return None
+    try:
+        parts = split_midi(parent)
+    except SplitError:
+        return None
+    return next((part.data for part in parts if content_hash(part.data) == digest), None)

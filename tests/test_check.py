@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import copied, write_config
+from midid.check import UNRECOVERABLE, UNRECOVERABLE_PART
 from midid.ctl import cli
 
 
@@ -29,7 +30,8 @@ def test_check_finds_and_repairs_disagreements(tmp_path: Path, sample_midi) -> N
     groove = next(n for n in paths if n.startswith("100_"))
     (lib / paths[groove]).unlink()                        # missing, a source still has the bytes
     part = next(n for n in paths if n.endswith("_PIANO.mid"))
-    (lib / paths[part]).unlink()                          # missing, only derived: unrecoverable
+    part_bytes = (lib / paths[part]).read_bytes()
+    (lib / paths[part]).unlink()                          # missing, derived: cut again from its parent
     stray = lib / "src" / "stray_copy.mid"
     stray.write_bytes((src / sample_midi[1].name).read_bytes())   # a second copy of a known file
     new = lib / "src" / "adopt_me.mid"
@@ -44,15 +46,46 @@ def test_check_finds_and_repairs_disagreements(tmp_path: Path, sample_midi) -> N
     assert report["staging"] == 1
     fixed = run(config, "check", "--repair", "--json")
     report = json.loads(fixed.output)
-    assert report["repaired"] == {"staging": 1, "restored": 1, "unrecoverable": 1, "adopted": 1, "removed_copies": 1}
+    assert report["repaired"] == {"staging": 1, "restored": 2, "unrecoverable": 0, "adopted": 1, "removed_copies": 1}
     assert (lib / paths[groove]).read_bytes() == (src / groove).read_bytes()
+    assert (lib / paths[part]).read_bytes() == part_bytes
     assert not stray.exists() and new.exists()
     with sqlite3.connect(tmp_path / "midid.sqlite3") as conn:
-        error = conn.execute("SELECT error FROM files WHERE name = ?", [part]).fetchone()[0]
         adopted = conn.execute("SELECT analysed_at FROM files WHERE path = 'src/adopt_me.mid'").fetchone()
-    assert "no source has the same bytes" in error
     assert adopted == (None,)  # adopted files are queued for analysis
-    assert report["missing"] == [paths[part]] and report["orphans"] == [] and report["staging"] == 0
+    assert report["ok"] and report["missing"] == [] and report["orphans"] == [] and report["staging"] == 0
+
+
+def test_a_part_whose_parent_is_gone_too_comes_back_after_the_parent_is_re_imported(tmp_path: Path,
+                                                                                      sample_midi) -> None:
+    """With the parent's library file and its source both gone, neither can be restored; each
+    row says what to do (re-import the parent, then repair), and doing it restores both."""
+    src = copied(sample_midi, tmp_path / "src")
+    config = write_config(tmp_path)
+    assert run(config, "import", "--local", "--json", str(src)).exit_code == 0
+    lib = tmp_path / "library"
+    with sqlite3.connect(tmp_path / "midid.sqlite3") as conn:
+        paths = dict(conn.execute("SELECT name, path FROM files"))
+    song = next(n for n in paths if n.startswith("pop909"))
+    part = next(n for n in paths if n.endswith("_MELODY.mid"))
+    part_bytes = (lib / paths[part]).read_bytes()
+    for gone in (lib / paths[song], lib / paths[part], src / song):
+        gone.unlink()
+    report = json.loads(run(config, "check", "--repair", "--json").output)
+    assert report["repaired"]["unrecoverable"] == 2 and set(report["missing"]) == {paths[song], paths[part]}
+
+    def errors() -> dict[str, str | None]:
+        with sqlite3.connect(tmp_path / "midid.sqlite3") as conn:
+            return dict(conn.execute("SELECT name, error FROM files WHERE name IN (?, ?)", [song, part]))
+
+    assert errors() == {song: UNRECOVERABLE, part: UNRECOVERABLE_PART}
+    assert run(config, "import", "--local", "--json", str(copied([s for s in sample_midi if s.name == song],
+                                                                  tmp_path / "found"))).exit_code == 0
+    assert errors() == {song: None, part: UNRECOVERABLE_PART}
+    report = json.loads(run(config, "check", "--repair", "--json").output)
+    assert report["repaired"]["restored"] == 1 and report["ok"]
+    assert (lib / paths[part]).read_bytes() == part_bytes
+    assert errors() == {song: None, part: None}
 
 
 def _library_paths(tmp_path: Path) -> dict[str, str]:
