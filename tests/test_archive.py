@@ -378,6 +378,26 @@ def test_midi_member_over_the_size_limit_is_refused(tmp_path: Path) -> None:
     assert "Limits.max_midi_bytes" in kinds[0][2]
 
 
+@pytest.mark.parametrize("declared", [True, False], ids=["zip, size declared", "gzip stream, size unknown"])
+def test_a_midi_member_of_exactly_the_size_limit_is_taken(tmp_path: Path, declared: bool) -> None:
+    """max_midi_bytes is the largest size accepted, whether the archive declares the member's
+    size up front (zip) or it shows only while the member streams (a gzip stream)."""
+    member = M0 + bytes(4000 - len(M0))
+
+    def archive(data: bytes) -> Path:
+        if declared:
+            return write_zip(tmp_path / f"{len(data)}.zip", {"loop.mid": data})
+        path = tmp_path / f"{len(data)}" / "loop.mid.gz"
+        path.parent.mkdir()
+        path.write_bytes(gzip.compress(data))
+        return path
+
+    limits = Limits(max_midi_bytes=4000)
+    assert [k[0] for k in outcome(scanned(archive(member), limits))] == ["FoundMidi"]
+    over = outcome(scanned(archive(member + b"\0"), limits))
+    assert [k[0] for k in over] == ["Failed"] and "Limits.max_midi_bytes" in over[0][2]
+
+
 # --- sandbox -----------------------------------------------------------------------------------
 
 
