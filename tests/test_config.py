@@ -157,3 +157,42 @@ def test_path_keys_expand_the_home_folder(tmp_path: Path, monkeypatch: pytest.Mo
     assert cfg.socket_path == tmp_path / ".midid.sock"
     assert cfg.library_path == tmp_path / "lib" and cfg.database_path == tmp_path / "midid.sqlite3"
     assert cfg.sources.folders[0] == "~/Music/MIDI"  # shown and saved as written
+
+
+@pytest.mark.parametrize("euid, env, socket", [
+    (0, {}, "/run/midid/midid.sock"),
+    (0, {"RUNTIME_DIRECTORY": "/run/svc:/run/other"}, "/run/svc/midid.sock"),  # systemd's RuntimeDirectory=
+    (1000, {"XDG_RUNTIME_DIR": "/run/user/1000"}, "/run/user/1000/midid.sock"),
+    (1000, {}, "DATA/midid/midid.sock"),  # no runtime dir at all: beside the library
+])
+def test_built_in_paths_follow_the_user_and_the_session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        euid: int, env: dict[str, str], socket: str) -> None:
+    """A root service puts its socket in /run/midid (or systemd's runtime directory), a user's
+    daemon in their session's runtime dir; the library defaults under XDG_DATA_HOME."""
+    for name in ("RUNTIME_DIRECTORY", "XDG_RUNTIME_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr("midid.config.os.geteuid", lambda: euid)
+    cfg = config_from_dict({})
+    assert cfg.control.socket == socket.replace("DATA", str(tmp_path / "data"))
+    assert cfg.library.path == str(tmp_path / "data" / "midid" / "library")
+
+
+def test_with_no_config_file_root_gets_the_system_path_and_a_user_their_own(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where `midictl config set` writes when no file exists yet: /etc/midid for root (unless
+    root already keeps a ~/.config/midid), ~/.config/midid for anyone else."""
+    system = tmp_path / "etc" / "midid" / "midid.toml"
+    monkeypatch.setattr("midid.config.SYSTEM_CONFIG", system)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.delenv("MIDID_CONFIG", raising=False)
+    user = tmp_path / "config" / "midid" / "midid.toml"
+    monkeypatch.setattr("midid.config.os.geteuid", lambda: 0)
+    assert find_config_file() == system
+    user.parent.mkdir(parents=True)
+    assert find_config_file() == user
+    user.parent.rmdir()
+    monkeypatch.setattr("midid.config.os.geteuid", lambda: 1000)
+    assert find_config_file() == user
