@@ -96,6 +96,7 @@ def test_each_rule_at_its_threshold(evidence: Evidence, tags: list[str], expecte
     (replace(BLOCKS, bars=32, distinct_chords=1), "pad", True),
     # "progression": chordal material with >= 2 chords
     (replace(BLOCKS, bars=32), "progression", True),
+    (replace(BLOCKS, bars=32, distinct_chords=2), "progression", True),
     (replace(BLOCKS, bars=32, distinct_chords=1), "progression", False),
     (replace(LINE, median_pitch=70.0, distinct_chords=3), "prog", False),  # a tune names chords too
     # "loop": at most 16 bars
