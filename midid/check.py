@@ -88,15 +88,15 @@ def repair_library(lib: Library, root: Path, report: CheckReport) -> CheckReport
     writer = BatchWriter(root)
     restored: list[int] = []
     for path in report.missing + report.changed:
-        file_id, digest = lib.db.execute("SELECT id, hash FROM files WHERE path = ?", [path]).fetchone()
+        file_id, digest, parent_id = lib.db.execute(
+            "SELECT id, hash, parent_id FROM files WHERE path = ?", [path]).fetchone()
         data = _from_sources(lib, file_id, digest)
+        if data is None and parent_id is not None:
+            data = _from_parent(lib, root, parent_id, digest)
         if data is None:
-            data = _from_parent(lib, root, file_id, digest)
-        if data is None:
-            part = lib.db.execute("SELECT parent_id IS NOT NULL FROM files WHERE id = ?", [file_id]).fetchone()[0]
             with lib.db.atomic():
                 lib.db.execute("UPDATE files SET error = ?, error_stage = 'check' WHERE id = ?",
-                               [UNRECOVERABLE_PART if part else UNRECOVERABLE, file_id])
+                               [UNRECOVERABLE if parent_id is None else UNRECOVERABLE_PART, file_id])
             repaired["unrecoverable"] += 1
             continue
         writer.add_bytes(path, data)
@@ -137,15 +137,14 @@ def _from_sources(lib: Library, file_id: int, digest: str) -> bytes | None:
     return None
 
 
-def _from_parent(lib: Library, root: Path, file_id: int, digest: str) -> bytes | None:
+def _from_parent(lib: Library, root: Path, parent_id: int, digest: str) -> bytes | None:
     """A split part's bytes, cut again from its parent (its library file, else a source with
     the parent's bytes): the split copies track chunks verbatim, so the same part comes out
     byte for byte and its hash says which one it is."""
-    row = lib.db.execute("SELECT p.id, p.path, p.hash FROM files f JOIN files p ON p.id = f.parent_id"
-                         " WHERE f.id = ?", [file_id]).fetchone()
+    row = lib.db.execute("SELECT path, hash FROM files WHERE id = ?", [parent_id]).fetchone()
     if row is None:
         return None
-    parent_id, parent_path, parent_hash = row
+    parent_path, parent_hash = row
     try:
         parent = (root / parent_path).read_bytes()
     except OSError:

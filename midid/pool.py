@@ -276,7 +276,7 @@ TLS_FILES = {"certificate_chain": "RAY_TLS_SERVER_CERT", "private_key": "RAY_TLS
              "root_certificates": "RAY_TLS_CA_CERT"}
 
 
-def _tls_credentials():
+def _tls_credentials() -> Any:
     """The channel credentials Ray's own clients use when `RAY_USE_TLS` is on (None when off):
     a plain channel to a TLS cluster never opens, so without them every join would be refused."""
     import grpc
@@ -306,7 +306,7 @@ def _grpc_handshake(address: str, target: str, timeout_s: float) -> None:
             grpc.channel_ready_future(channel).result(timeout=timeout_s)
         except grpc.FutureTimeoutError:
             tls = ("; RAY_USE_TLS is set, so it must also accept the certificates in "
-                   "RAY_TLS_SERVER_CERT, RAY_TLS_SERVER_KEY and RAY_TLS_CA_CERT") if credentials else ""
+                   + ", ".join(TLS_FILES.values())) if credentials else ""
             raise ConnectionError(
                 f"something listens at {address} but does not answer as a Ray cluster within "
                 f"{timeout_s:.0f} s (a stopped or overloaded head, or another service's port: "
