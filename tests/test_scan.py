@@ -186,3 +186,34 @@ def test_real_corpus_folder_and_its_zip(tmp_path: Path) -> None:
     on_disk = [i for i in scan([str(folder)]) if isinstance(i, FoundMidi)]
     assert len(on_disk) == sum(1 for p in folder.rglob("*") if p.is_file()
                                and p.read_bytes()[:4] == b"MThd")
+
+
+def test_a_midi_file_of_exactly_the_size_limit_is_taken(tmp_path: Path) -> None:
+    exact = tmp_path / "exact.mid"
+    exact.write_bytes(M0 + bytes(4000 - len(M0)))
+    (tmp_path / "over.mid").write_bytes(exact.read_bytes() + b"\0")
+    items = {Path(i.origin.path).name: i for i in scan([str(tmp_path)], Limits(max_midi_bytes=4000))}
+    assert isinstance(items["exact.mid"], FoundMidi) and items["exact.mid"].data == exact.read_bytes()
+    assert isinstance(items["over.mid"], Failed) and "Limits.max_midi_bytes" in items["over.mid"].error
+
+
+def test_a_file_that_grew_after_its_stat_is_read_whole_or_refused(tmp_path: Path) -> None:
+    """The read is sized from the file's stat; a file still being written (a copy in progress)
+    may be longer by the time it is read. It is read to its end, up to the limit; past the
+    limit it is refused, not cut short."""
+    from midid.scan import _scan_file
+
+    path = tmp_path / "growing.mid"
+    small = M0 + bytes(100)
+    path.write_bytes(small)
+    stat_then = os.stat(path)
+    grown = small + bytes(3000)
+    path.write_bytes(grown)
+    [found] = _scan_file(Origin(str(path)), stat_then, Limits(max_midi_bytes=5000), None)
+    assert isinstance(found, FoundMidi) and found.data == grown
+    [refused] = _scan_file(Origin(str(path)), stat_then, Limits(max_midi_bytes=2000), None)
+    assert isinstance(refused, Failed) and "grew past 2,000 bytes" in refused.error
+    at_limit = grown[:2000]
+    path.write_bytes(at_limit)
+    [taken] = _scan_file(Origin(str(path)), stat_then, Limits(max_midi_bytes=2000), None)
+    assert isinstance(taken, FoundMidi) and taken.data == at_limit
