@@ -32,6 +32,13 @@ def test_missing_values_leave_no_stray_text(fields: dict, expected: str) -> None
     assert render_name(DEFAULT, fields) == expected
 
 
+def test_text_glued_to_a_missing_value_goes_up_to_the_nearest_separator() -> None:
+    assert render_name("{bpm}bpm-loop_{key}", {"key": "Am"}) == "loop_Amin.mid"
+    assert render_name("{bpm}bpm_key{key}", {"bpm": 128}) == "128bpm.mid"
+    assert render_name("{bpm}_x_abc{key}", {"bpm": 128}) == "128_x.mid"  # only the glued "abc" goes
+    assert render_name("{bpm}bpm_{key}", {"bpm": 0, "key": "Am"}) == "Amin.mid"  # no tempo is not 0 BPM
+
+
 def test_other_placeholders_and_sanitizing() -> None:
     fields = {"pack": "Trap Pack", "name": "Dark Keys (v2).MIDI", "category": "Keys"}
     assert render_name("{pack}-{category}-{name}", fields) == "Trap_Pack-Keys-Dark_Keys_v2.mid"
@@ -50,6 +57,8 @@ def test_other_placeholders_and_sanitizing() -> None:
         ("d", "Dorian", "Ddor"),
         (9, "minor", "Amin"),
         (None, "major", ""),
+        ("C", "M", "Cmaj"),  # the case of M and m is the mode
+        ("A", "MINOR", "Amin"),
         ("H", "major", ""),
     ],
 )
