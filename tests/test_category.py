@@ -9,7 +9,8 @@ from dataclasses import replace
 
 import pytest
 
-from midid.analysis.category import BASS_MEDIAN_PITCH, CATEGORIES, DRUM_SHARE, SINGLE_PART_SHARE, Evidence, categorize
+from midid.analysis.category import (BASS_MEDIAN_PITCH, CATEGORIES, CATEGORY_TAGS, DRUM_SHARE, SINGLE_PART_SHARE,
+                                     Evidence, categorize)
 
 NO_DRUMS = {"kick": 0.0, "snare": 0.0, "hats": 0.0, "cymbals": 0.0, "toms": 0.0, "perc": 0.0}
 # A plain kit: kick, snare and hats, no part anywhere near a single-part share.
@@ -107,8 +108,6 @@ def test_each_rule_at_its_threshold(evidence: Evidence, tags: list[str], expecte
 ])
 def test_a_tag_wins_only_where_the_notes_allow_it(evidence: Evidence, tag: str, allowed: bool) -> None:
     tagged, untagged = categorize(evidence, [tag]), categorize(evidence, [])
-    from midid.analysis.category import CATEGORY_TAGS
-
     if allowed:
         assert tagged == CATEGORY_TAGS[tag]
     else:
