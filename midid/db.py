@@ -251,10 +251,8 @@ class Library:
     def paths_of(self, ids: Sequence[int]) -> dict[int, str]:
         """Library path of each of these file ids (those that exist)."""
         found: dict[int, str] = {}
-        for start in range(0, len(ids), 500):
-            chunk = list(ids[start:start + 500])
-            found.update(self.db.execute(
-                f"SELECT id, path FROM files WHERE id IN ({','.join('?' * len(chunk))})", chunk).fetchall())
+        for chunk, marks in _id_chunks(ids):
+            found.update(self.db.execute(f"SELECT id, path FROM files WHERE id IN ({marks})", chunk).fetchall())
         return found
 
     def path_taken(self, relpath: str) -> bool:
